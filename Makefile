@@ -1,0 +1,56 @@
+# perucast — run `make help` for the list of targets.
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+PYTHON_BIN ?= $(shell command -v python3.11 || command -v python3)
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+# The venv's bin first, so dvc.yaml stages and subprocesses use the pinned tools.
+export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
+export PYTHONHASHSEED := 0
+export TF_CPP_MIN_LOG_LEVEL := 2
+PYTEST_ARGS ?=
+DEMO_DIR ?= demo_output
+
+.PHONY: help install java demo test lint format bench clean
+
+help: ## Show this help
+	@awk 'BEGIN {FS = ":.*## "; printf "perucast make targets:\n"} /^[a-zA-Z_-]+:.*## / {printf "  \033[36m%-10s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
+
+install: java $(STAMP) ## Create .venv with the pinned dependencies (re-installs only when pyproject.toml or requirements.lock change)
+
+$(STAMP): pyproject.toml requirements.lock
+	@$(PYTHON_BIN) -c 'import sys; assert sys.version_info[:2] == (3, 11), f"perucast needs Python 3.11, found {sys.version}"'
+	@test -x $(PY) || $(PYTHON_BIN) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -c requirements.lock -e '.[dev]'
+	@touch $(STAMP)
+	@echo "installed perucast into $(VENV)"
+
+java: ## Install OpenJDK 17 with apt when java is missing (Spark needs it)
+	@if ! command -v java >/dev/null 2>&1; then \
+	  echo "java not found: installing openjdk-17-jre-headless with apt"; \
+	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq openjdk-17-jre-headless; \
+	fi
+
+demo: install ## Run the end-to-end demo on the embedded default (small data) and show the results
+	$(PY) -m perucast.demo --out $(DEMO_DIR)
+
+test: install ## Run the whole test suite (slow multi-process tests included)
+	$(PY) -m pytest -n 2 --dist loadfile $(PYTEST_ARGS)
+
+lint: install ## Lint with ruff
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+format: install ## Format and auto-fix with ruff
+	$(VENV)/bin/ruff format .
+	$(VENV)/bin/ruff check --fix .
+
+bench: install ## Run the benchmarks: writes bench/results.json and bench/RESULTS.md
+	$(PY) -m bench.run
+
+clean: ## Remove generated data, demo output and caches (keeps .venv)
+	rm -rf $(DEMO_DIR) data/raw data/validated reports .pytest_cache .ruff_cache

@@ -1,0 +1,32 @@
+"""Weekly crop demand by region and crop."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import ClassVar
+
+from models.base import GeneratorConfig, TableSchema, TargetSpec, UseCase
+from models.crop_demand import schema
+
+
+class CropDemand(UseCase):
+    name: ClassVar[str] = "crop_demand"
+    title: ClassVar[str] = "Weekly crop demand by region and crop"
+    description: ClassVar[str] = (
+        "Weekly wholesale demand of 13 crops in Peru's 25 regions, with weather, prices and the "
+        "Niño 1+2 anomaly; for farmers, suppliers and market analysts."
+    )
+    tables: ClassVar[tuple[TableSchema, ...]] = schema.TABLES
+    oracle: ClassVar[TableSchema] = schema.ORACLE
+    target: ClassVar[TargetSpec] = TargetSpec(
+        table="historical_demand",
+        column="demand_tonnes",
+        time_column="week_start",
+        series_keys=("region", "crop"),
+        season_length=52,
+    )
+
+    def write_synthetic(self, config: GeneratorConfig, directory: Path) -> dict[str, int]:
+        from models.crop_demand.generator import write_synthetic
+
+        return write_synthetic(config, directory)

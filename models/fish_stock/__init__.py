@@ -1,0 +1,33 @@
+"""Monthly anchoveta stock biomass by fishing zone, from satellite and sonar data."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import ClassVar
+
+from models.base import GeneratorConfig, TableSchema, TargetSpec, UseCase
+from models.fish_stock import schema
+
+
+class FishStock(UseCase):
+    name: ClassVar[str] = "fish_stock"
+    title: ClassVar[str] = "Anchoveta stock biomass by fishing zone"
+    description: ClassVar[str] = (
+        "Monthly biomass of the Peruvian anchoveta in three coastal zones, with the satellite "
+        "grid (SST, chlorophyll, wind), acoustic surveys and landings; for fishery managers, "
+        "conservationists and supply planners."
+    )
+    tables: ClassVar[tuple[TableSchema, ...]] = schema.TABLES
+    oracle: ClassVar[TableSchema] = schema.ORACLE
+    target: ClassVar[TargetSpec] = TargetSpec(
+        table="stock",
+        column="biomass_tonnes",
+        time_column="month",
+        series_keys=("zone",),
+        season_length=12,
+    )
+
+    def write_synthetic(self, config: GeneratorConfig, directory: Path) -> dict[str, int]:
+        from models.fish_stock.generator import write_synthetic
+
+        return write_synthetic(config, directory)

@@ -1,0 +1,30 @@
+"""Shared, expensive fixtures: tiny generated data sets, made once per test session (worker)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from models import get_use_case
+from models.base import GeneratorConfig, Scale
+
+TEST_SEED = 7
+
+
+def _generate(tmp_path_factory: pytest.TempPathFactory, name: str, seed: int = TEST_SEED) -> Path:
+    out = tmp_path_factory.mktemp(f"{name}-raw") / "data"
+    get_use_case(name).generate(GeneratorConfig(seed=seed, scale=Scale.TINY), out)
+    return out
+
+
+@pytest.fixture(scope="session")
+def crop_tiny(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Directory with the tiny crop demand data set (seed 7, Parquet)."""
+    return _generate(tmp_path_factory, "crop_demand")
+
+
+@pytest.fixture(scope="session")
+def fish_tiny(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Directory with the tiny fish stock data set (seed 7, Parquet)."""
+    return _generate(tmp_path_factory, "fish_stock")
