@@ -115,7 +115,9 @@ class TableSchema:
             if key not in names:
                 raise ValueError(f"table {self.name!r}: key {key!r} is not a column")
         if self.time_column is not None and self.time_column not in names:
-            raise ValueError(f"table {self.name!r}: time column {self.time_column!r} is not a column")
+            raise ValueError(
+                f"table {self.name!r}: time column {self.time_column!r} is not a column"
+            )
 
     @property
     def column_names(self) -> list[str]:
@@ -134,7 +136,7 @@ class TableSchema:
         )
 
 
-class Scale(str, enum.Enum):
+class Scale(enum.StrEnum):
     """How much synthetic data to generate."""
 
     TINY = "tiny"  # tests: seconds
@@ -142,7 +144,7 @@ class Scale(str, enum.Enum):
     FULL = "full"  # DOMAIN.md scale: tens of millions of satellite rows
 
 
-class FileFormat(str, enum.Enum):
+class FileFormat(enum.StrEnum):
     PARQUET = "parquet"
     CSV = "csv"
 

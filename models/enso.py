@@ -50,12 +50,14 @@ def _fitted_ar() -> tuple[np.ndarray, np.ndarray]:
     design = np.column_stack([np.ones_like(y)] + [anomaly[p - lag : -lag] for lag in AR_LAGS])
     coef, *_ = np.linalg.lstsq(design, y, rcond=None)
     resid = y - design @ coef
-    month_idx = (np.arange(p, anomaly.size) % 12)
+    month_idx = np.arange(p, anomaly.size) % 12
     sd = np.array([resid[month_idx == m].std(ddof=len(coef)) for m in range(12)])
     return coef, sd
 
 
-def nino12_monthly(last_year: int = 2025, seed: int = 0, first_year: int = OBSERVED_FIRST_YEAR) -> pd.DataFrame:
+def nino12_monthly(
+    last_year: int = 2025, seed: int = 0, first_year: int = OBSERVED_FIRST_YEAR
+) -> pd.DataFrame:
     """Monthly Niño 1+2 SST and anomaly from ``first_year`` to the end of ``last_year``.
 
     Args:
@@ -97,6 +99,11 @@ def nino12_monthly(last_year: int = 2025, seed: int = 0, first_year: int = OBSER
 def anomaly_at(dates: pd.DatetimeIndex | np.ndarray, monthly: pd.DataFrame) -> np.ndarray:
     """Niño 1+2 anomaly at arbitrary dates, linearly interpolated between mid-months."""
     dates = pd.DatetimeIndex(dates)
-    mid = (monthly["month"] + pd.Timedelta(days=14)).to_numpy().astype("datetime64[D]").astype(np.int64)
+    mid = (
+        (monthly["month"] + pd.Timedelta(days=14))
+        .to_numpy()
+        .astype("datetime64[D]")
+        .astype(np.int64)
+    )
     x = dates.to_numpy().astype("datetime64[D]").astype(np.int64)
     return np.interp(x, mid, monthly["anomaly_c"].to_numpy())

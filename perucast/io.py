@@ -74,9 +74,7 @@ class TableWriter:
 
     def write(self, chunk: pa.Table | dict[str, Any]) -> None:
         if not isinstance(chunk, pa.Table):
-            chunk = pa.Table.from_pydict(
-                {name: chunk[name] for name in self.schema.column_names}
-            )
+            chunk = pa.Table.from_pydict({name: chunk[name] for name in self.schema.column_names})
         chunk = chunk.select(self.schema.column_names).cast(self.arrow_schema)
         self._writer.write_table(chunk)
         self.rows += chunk.num_rows

@@ -13,9 +13,7 @@ def seasonal_naive_scale(history: np.ndarray, season_length: int) -> float:
     """
     history = np.asarray(history, dtype=float)
     if history.size <= season_length:
-        raise ValueError(
-            f"MASE needs more than {season_length} history points, got {history.size}"
-        )
+        raise ValueError(f"MASE needs more than {season_length} history points, got {history.size}")
     return float(np.nanmean(np.abs(history[season_length:] - history[:-season_length])))
 
 
@@ -43,5 +41,7 @@ def smape(actual: np.ndarray, forecast: np.ndarray) -> float:
     actual = np.asarray(actual, dtype=float)
     forecast = np.asarray(forecast, dtype=float)
     denom = np.abs(actual) + np.abs(forecast)
-    ratio = np.divide(2 * np.abs(actual - forecast), denom, out=np.zeros_like(denom), where=denom > 0)
+    ratio = np.divide(
+        2 * np.abs(actual - forecast), denom, out=np.zeros_like(denom), where=denom > 0
+    )
     return float(100 * np.mean(ratio))

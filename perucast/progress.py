@@ -33,9 +33,15 @@ class _LogProgress:
         self.done += n
         pct = int(100 * self.done / self.total)
         now = time.monotonic()
-        if pct >= self._last_pct + 10 or now - self._last_time >= self.every or self.done >= self.total:
+        if (
+            pct >= self._last_pct + 10
+            or now - self._last_time >= self.every
+            or self.done >= self.total
+        ):
             elapsed = now - self.started
-            log.info("%s: %d/%d (%d%%) %.1fs", self.description, self.done, self.total, pct, elapsed)
+            log.info(
+                "%s: %d/%d (%d%%) %.1fs", self.description, self.done, self.total, pct, elapsed
+            )
             self._last_pct, self._last_time = pct, now
 
 
@@ -48,7 +54,9 @@ class _RichProgress:
 
 
 @contextmanager
-def progress(description: str, total: int, *, enabled: bool = True) -> Iterator[_LogProgress | _RichProgress]:
+def progress(
+    description: str, total: int, *, enabled: bool = True
+) -> Iterator[_LogProgress | _RichProgress]:
     """Show progress of ``total`` units of work.
 
     Args:

@@ -1,0 +1,176 @@
+"""``make demo``: the main job end to end on the embedded default, with results to look at.
+
+Today it generates the ``small`` synthetic data sets of both use cases, validates them, prints
+what is in them and writes plots. Later issues extend it with Spark preprocessing, training,
+serving and a gRPC prediction.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pyarrow.parquet as pq
+from rich.console import Console
+from rich.table import Table
+
+from components.generate import GenerateConfig, generate
+from models import USE_CASE_NAMES, get_use_case
+from models.base import Scale
+from perucast import plots
+from perucast.logs import setup_logging
+from perucast.metrics import mase
+
+log = logging.getLogger("perucast.demo")
+console = Console()
+
+
+def _read(directory: Path, table: str, columns: list[str] | None = None) -> pd.DataFrame:
+    return pq.read_table(directory / f"{table}.parquet", columns=columns).to_pandas()
+
+
+def oracle_mase(directory: Path, use_case_name: str, years: int = 2) -> float:
+    """Mean MASE of the oracle over the last ``years`` years (how hard the data is to forecast)."""
+    uc = get_use_case(use_case_name)
+    t = uc.target
+    observed = _read(directory, t.table, [t.time_column, *t.series_keys, t.column])
+    oracle = _read(directory, "oracle")
+    df = observed.merge(oracle, on=[t.time_column, *t.series_keys]).sort_values(t.time_column)
+    cutoff = pd.to_datetime(df[t.time_column]).max() - pd.DateOffset(years=years)
+    scores = []
+    for _, series in df.groupby(list(t.series_keys)):
+        test = pd.to_datetime(series[t.time_column]) > cutoff
+        scores.append(
+            mase(
+                series.loc[test, t.column].to_numpy(),
+                series.loc[test, t.oracle_column].to_numpy(),
+                series.loc[~test, t.column].to_numpy(),
+                t.season_length,
+            )  # fmt: skip
+        )
+    return float(np.nanmean(scores))
+
+
+def _summary_table(title: str, rows: list[tuple[str, str]]) -> None:
+    table = Table(title=title, title_justify="left", show_header=False)
+    table.add_column("what", style="bold")
+    table.add_column("value")
+    for what, value in rows:
+        table.add_row(what, value)
+    console.print(table)
+
+
+def crop_summary(validated: Path, plot_dir: Path) -> list[Path]:
+    demand = _read(validated, "historical_demand")
+    prices = _read(validated, "market_trends")
+    weather = _read(validated, "weather")
+    national = demand["demand_tonnes"].sum()
+    lima = demand.loc[demand["region"] == "lima", "demand_tonnes"].sum()
+    years = pd.to_datetime(demand["week_start"]).dt.year
+    merged = demand.merge(prices, on=["week_start", "region", "crop"])
+    nino = weather.groupby("week_start")["nino12_anomaly_c"].first()
+    warm_weeks = set(nino[nino >= 1.0].index)
+    rice = merged[merged["crop"] == "rice"]
+    rice_warm = rice[rice["week_start"].isin(warm_weeks)]["price_pen_per_kg"].mean()
+    rice_other = rice[~rice["week_start"].isin(warm_weeks)]["price_pen_per_kg"].mean()
+    rows = [
+        ("rows (historical_demand)", f"{len(demand):,}"),
+        ("period", f"{demand['week_start'].min()} .. {demand['week_start'].max()} (weekly)"),
+        ("regions × crops", f"{demand['region'].nunique()} × {demand['crop'].nunique()}"),
+        ("national demand per year", f"{national / years.nunique() / 1e6:,.1f} Mt"),
+        ("Lima's share of national demand", f"{lima / national:.1%}"),
+        ("weeks with Niño 1+2 anomaly ≥ +1 °C", f"{len(warm_weeks)}"),
+        (
+            "rice price, warm weeks vs others",
+            f"{rice_warm:.2f} vs {rice_other:.2f} PEN/kg" if warm_weeks else "no warm weeks",
+        ),
+        (
+            "oracle MASE, last 2 years (best possible)",
+            f"{oracle_mase(validated, 'crop_demand'):.2f}",
+        ),
+    ]
+    _summary_table("crop_demand", rows)
+    return [
+        plots.demand_by_region(demand, plot_dir / "crop_demand_by_region.png"),
+        plots.crop_seasonality(demand, prices, plot_dir / "crop_seasonality.png"),
+    ]
+
+
+def fish_summary(validated: Path, plot_dir: Path) -> list[Path]:
+    stock = _read(validated, "stock")
+    sonar = _read(validated, "sonar")
+    satellite = _read(validated, "satellite")
+    total = stock.groupby("month")["biomass_tonnes"].sum()
+    landings = stock.groupby(pd.to_datetime(stock["month"]).dt.year)["catch_tonnes"].sum()
+    by_year = total.groupby(pd.to_datetime(total.index).year)
+    rows = [
+        ("rows (satellite / sonar / stock)", f"{len(satellite):,} / {len(sonar):,} / {len(stock):,}"),
+        ("stock period", f"{stock['month'].min()} .. {stock['month'].max()} (monthly)"),
+        ("median biomass (3 zones)", f"{total.median() / 1e6:.1f} Mt"),
+        ("lowest biomass 1983 / 1998", f"{by_year.min().get(1983, np.nan) / 1e6:.1f} / "
+                                       f"{by_year.min().get(1998, np.nan) / 1e6:.1f} Mt"),
+        ("median annual landings", f"{landings.median() / 1e6:.1f} Mt"),
+        ("surveys", f"{sonar['survey_id'].nunique()}"),
+        ("oracle MASE, last 2 years (best possible)", f"{oracle_mase(validated, 'fish_stock'):.2f}"),
+    ]  # fmt: skip
+    _summary_table("fish_stock", rows)
+    return [
+        plots.biomass_vs_nino(stock, plot_dir / "fish_biomass_vs_nino.png"),
+        plots.chlorophyll_map(satellite, plot_dir / "fish_chlorophyll_map.png"),
+    ]
+
+
+def run(out: Path, seed: int = 42, scale: Scale = Scale.SMALL) -> dict[str, list[Path]]:
+    """Run the demo into ``out``; returns the plots written per use case."""
+    from components.validate import ValidateConfig, validate
+
+    started = time.perf_counter()
+    plot_dir = out / "plots"
+    plot_dir.mkdir(parents=True, exist_ok=True)
+    written: dict[str, list[Path]] = {}
+    for name in USE_CASE_NAMES:
+        raw = out / "data" / "raw" / name
+        validated = out / "data" / "validated" / name
+        console.rule(f"[bold]{name}[/bold]: generate ({scale.value}, seed {seed})")
+        result = generate(GenerateConfig(use_case=name, output_dir=raw, seed=seed, scale=scale))
+        console.print(f"{result.total_rows:,} rows in {result.seconds:.1f}s -> {raw}")
+        console.rule(f"[bold]{name}[/bold]: validate")
+        report = validate(
+            ValidateConfig(
+                use_case=name,
+                input_dir=raw,
+                output_dir=validated,
+                report_dir=out / "reports" / "validation" / name,
+            )
+        )
+        if not report.ok:
+            raise SystemExit(f"validation of {name} failed: see {report.markdown_path}")
+        console.print(f"valid -> {validated} (report: {report.markdown_path})")
+        summary = crop_summary if name == "crop_demand" else fish_summary
+        written[name] = summary(validated, plot_dir)
+    console.rule("[bold]results")
+    for name, paths in written.items():
+        for path in paths:
+            console.print(f"{name}: plot {path}")
+    console.print(f"\ndone in {time.perf_counter() - started:.0f}s. Next steps (later issues): "
+                  "Spark features -> distributed training -> evaluation vs baselines -> push and "
+                  "serve with perucast-model-server -> gRPC predict -> KFP pipelines.")  # fmt: skip
+    return written
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--out", type=Path, default=Path("demo_output"))
+    parser.add_argument("--seed", type=int, default=42)
+    parser.add_argument("--scale", choices=[s.value for s in Scale], default=Scale.SMALL.value)
+    args = parser.parse_args(argv)
+    setup_logging("WARNING")
+    run(args.out, seed=args.seed, scale=Scale(args.scale))
+
+
+if __name__ == "__main__":
+    main()
