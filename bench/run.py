@@ -30,8 +30,19 @@ WORK_DIR = BENCH_DIR / "_work"
 
 def _run_generator(use_case: str, scale: str, fmt: str) -> dict[str, Any]:
     out = WORK_DIR / f"{use_case}-{scale}-{fmt}"
-    cmd = [sys.executable, "-m", "bench.gen_one", "--use-case", use_case, "--scale", scale,
-           "--format", fmt, "--out", str(out)]  # fmt: skip
+    cmd = [
+        sys.executable,
+        "-m",
+        "bench.gen_one",
+        "--use-case",
+        use_case,
+        "--scale",
+        scale,
+        "--format",
+        fmt,
+        "--out",
+        str(out),
+    ]
     log.info("running %s", " ".join(cmd[2:]))
     proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
     if proc.returncode != 0:
@@ -45,9 +56,14 @@ def _run_generator(use_case: str, scale: str, fmt: str) -> dict[str, Any]:
     )
     log.info(
         "%s %s %s: %s rows in %.1fs (%.0f rows/s), peak RSS %.0f MB",
-        use_case, scale, fmt, f"{result['total_rows']:,}", result["seconds"],
-        result["rows_per_s"], result["peak_rss_mb"],
-    )  # fmt: skip
+        use_case,
+        scale,
+        fmt,
+        f"{result['total_rows']:,}",
+        result["seconds"],
+        result["rows_per_s"],
+        result["peak_rss_mb"],
+    )
     return result
 
 
@@ -121,8 +137,12 @@ def _markdown(results: dict[str, Any]) -> str:
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--suite", action="append", choices=sorted(SUITES),
-                        help="Suite to run (repeatable); default: all.")  # fmt: skip
+    parser.add_argument(
+        "--suite",
+        action="append",
+        choices=sorted(SUITES),
+        help="Suite to run (repeatable); default: all.",
+    )
     parser.add_argument("--quick", action="store_true", help="Skip the full-scale runs.")
     parser.add_argument("--out-dir", type=Path, default=BENCH_DIR)
     args = parser.parse_args(argv)

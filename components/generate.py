@@ -45,8 +45,12 @@ def generate(config: GenerateConfig) -> GenerationResult:
     use_case = get_use_case(config.use_case)
     log.info(
         "generating %s (scale=%s, seed=%d, format=%s) into %s",
-        use_case.name, config.scale.value, config.seed, config.format.value, config.output_dir,
-    )  # fmt: skip
+        use_case.name,
+        config.scale.value,
+        config.seed,
+        config.format.value,
+        config.output_dir,
+    )
     result = use_case.generate(
         GeneratorConfig(seed=config.seed, scale=config.scale, format=config.format),
         config.output_dir,

@@ -50,7 +50,7 @@ def oracle_mase(directory: Path, use_case_name: str, years: int = 2) -> float:
                 series.loc[test, t.oracle_column].to_numpy(),
                 series.loc[~test, t.column].to_numpy(),
                 t.season_length,
-            )  # fmt: skip
+            )
         )
     return float(np.nanmean(scores))
 
@@ -108,15 +108,24 @@ def fish_summary(validated: Path, plot_dir: Path) -> list[Path]:
     landings = stock.groupby(pd.to_datetime(stock["month"]).dt.year)["catch_tonnes"].sum()
     by_year = total.groupby(pd.to_datetime(total.index).year)
     rows = [
-        ("rows (satellite / sonar / stock)", f"{len(satellite):,} / {len(sonar):,} / {len(stock):,}"),
+        (
+            "rows (satellite / sonar / stock)",
+            f"{len(satellite):,} / {len(sonar):,} / {len(stock):,}",
+        ),
         ("stock period", f"{stock['month'].min()} .. {stock['month'].max()} (monthly)"),
         ("median biomass (3 zones)", f"{total.median() / 1e6:.1f} Mt"),
-        ("lowest biomass 1983 / 1998", f"{by_year.min().get(1983, np.nan) / 1e6:.1f} / "
-                                       f"{by_year.min().get(1998, np.nan) / 1e6:.1f} Mt"),
+        (
+            "lowest biomass 1983 / 1998",
+            f"{by_year.min().get(1983, np.nan) / 1e6:.1f} / "
+            f"{by_year.min().get(1998, np.nan) / 1e6:.1f} Mt",
+        ),
         ("median annual landings", f"{landings.median() / 1e6:.1f} Mt"),
         ("surveys", f"{sonar['survey_id'].nunique()}"),
-        ("oracle MASE, last 2 years (best possible)", f"{oracle_mase(validated, 'fish_stock'):.2f}"),
-    ]  # fmt: skip
+        (
+            "oracle MASE, last 2 years (best possible)",
+            f"{oracle_mase(validated, 'fish_stock'):.2f}",
+        ),
+    ]
     _summary_table("fish_stock", rows)
     return [
         plots.biomass_vs_nino(stock, plot_dir / "fish_biomass_vs_nino.png"),
@@ -156,9 +165,11 @@ def run(out: Path, seed: int = 42, scale: Scale = Scale.SMALL) -> dict[str, list
     for name, paths in written.items():
         for path in paths:
             console.print(f"{name}: plot {path}")
-    console.print(f"\ndone in {time.perf_counter() - started:.0f}s. Next steps (later issues): "
-                  "Spark features -> distributed training -> evaluation vs baselines -> push and "
-                  "serve with perucast-model-server -> gRPC predict -> KFP pipelines.")  # fmt: skip
+    console.print(
+        f"\ndone in {time.perf_counter() - started:.0f}s. Next steps (later issues): "
+        "Spark features -> distributed training -> evaluation vs baselines -> push and "
+        "serve with perucast-model-server -> gRPC predict -> KFP pipelines."
+    )
     return written
 
 

@@ -34,15 +34,29 @@ def biomass_vs_nino(stock: pd.DataFrame, path: Path) -> Path:
         2, 1, figsize=(12, 6.5), sharex=True, gridspec_kw={"height_ratios": [2.2, 1]}
     )
     ax.plot(months, monthly["biomass"] / 1e6, color="tab:blue", lw=1.2, label="biomass")
-    ax.bar(months, monthly["catch"] / 1e6, width=25, color="tab:orange", alpha=0.7,
-           label="monthly landings")  # fmt: skip
+    ax.bar(
+        months,
+        monthly["catch"] / 1e6,
+        width=25,
+        color="tab:orange",
+        alpha=0.7,
+        label="monthly landings",
+    )
     ax.set_ylabel("million tonnes")
     ax.set_title("Anchoveta biomass (3 zones) and landings vs the Niño 1+2 anomaly")
     ax.legend(loc="upper left")
     warm = monthly["nino"].to_numpy() >= 1.0
     for axis in (ax, ax_nino):
-        axis.fill_between(months, 0, 1, where=warm, transform=axis.get_xaxis_transform(),
-                          color="tab:red", alpha=0.12, lw=0)  # fmt: skip
+        axis.fill_between(
+            months,
+            0,
+            1,
+            where=warm,
+            transform=axis.get_xaxis_transform(),
+            color="tab:red",
+            alpha=0.12,
+            lw=0,
+        )
     ax_nino.plot(months, monthly["nino"], color="tab:red", lw=0.9)
     ax_nino.axhline(0, color="grey", lw=0.6)
     ax_nino.set_ylabel("Niño 1+2 anomaly (°C)")
@@ -86,8 +100,11 @@ def crop_seasonality(demand: pd.DataFrame, prices: pd.DataFrame, path: Path) -> 
     fig, axes = plt.subplots(rows, cols, figsize=(14, 2.6 * rows), sharex=True, squeeze=False)
     for ax, crop in zip(axes.flat, crops, strict=False):
         sub = national.loc[crop]
-        for column, color in (("supply", "tab:green"), ("demand", "tab:blue"),
-                              ("price", "tab:red")):  # fmt: skip
+        for column, color in (
+            ("supply", "tab:green"),
+            ("demand", "tab:blue"),
+            ("price", "tab:red"),
+        ):
             ax.plot(sub.index, sub[column] / sub[column].mean(), color=color, label=column)
         ax.set_title(crop, fontsize=10)
         ax.axhline(1, color="grey", lw=0.5)
@@ -106,8 +123,14 @@ def chlorophyll_map(satellite: pd.DataFrame, path: Path) -> Path:
     plt = _pyplot()
     cells = satellite.groupby(["lon", "lat"], as_index=False)["chlorophyll_mg_m3"].mean()
     fig, ax = plt.subplots(figsize=(6, 8))
-    points = ax.scatter(cells["lon"], cells["lat"], c=np.log10(cells["chlorophyll_mg_m3"]),
-                        cmap="viridis", s=12, marker="s")  # fmt: skip
+    points = ax.scatter(
+        cells["lon"],
+        cells["lat"],
+        c=np.log10(cells["chlorophyll_mg_m3"]),
+        cmap="viridis",
+        s=12,
+        marker="s",
+    )
     fig.colorbar(points, ax=ax, label="log10 chlorophyll-a (mg/m³)")
     ax.set_xlabel("longitude")
     ax.set_ylabel("latitude")

@@ -28,9 +28,15 @@ def test_console_script_is_installed_and_shows_help() -> None:
 
 @pytest.mark.parametrize(
     "args",
-    [["--help"], ["data", "--help"], ["data", "schema", "--help"], ["data", "generate", "--help"],
-     ["data", "validate", "--help"], ["data", "ingest", "--help"]],
-)  # fmt: skip
+    [
+        ["--help"],
+        ["data", "--help"],
+        ["data", "schema", "--help"],
+        ["data", "generate", "--help"],
+        ["data", "validate", "--help"],
+        ["data", "ingest", "--help"],
+    ],
+)
 def test_every_command_has_help(args: list[str]) -> None:
     result = runner.invoke(app, args)
     assert result.exit_code == ExitCode.OK, result.output
@@ -83,9 +89,20 @@ def test_unknown_use_case_is_a_usage_error() -> None:
 def test_generate_writes_the_data_set_and_manifest(tmp_path: Path) -> None:
     out = tmp_path / "raw"
     result = runner.invoke(
-        app, ["data", "generate", "--use-case", "fish_stock", "--scale", "tiny", "--seed", "3",
-              "--out", str(out)],
-    )  # fmt: skip
+        app,
+        [
+            "data",
+            "generate",
+            "--use-case",
+            "fish_stock",
+            "--scale",
+            "tiny",
+            "--seed",
+            "3",
+            "--out",
+            str(out),
+        ],
+    )
     assert result.exit_code == ExitCode.OK, result.output
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["generator"] == {"seed": 3, "scale": "tiny"}
@@ -115,10 +132,32 @@ def test_step_cli_runs_as_a_module(tmp_path: Path) -> None:
     """dvc.yaml and the pods call ``python -m components.<step>``: check one for real."""
     out = tmp_path / "raw"
     proc = subprocess.run(
-        [sys.executable, "-m", "components.generate", "--use-case", "crop_demand", "--scale",
-         "tiny", "--out", str(out), "--format", "csv"],
-        capture_output=True, text=True, check=False, env={**os.environ, "PERUCAST_LOG": "WARNING"},
-    )  # fmt: skip
+        [
+            sys.executable,
+            "-m",
+            "components.generate",
+            "--use-case",
+            "crop_demand",
+            "--scale",
+            "tiny",
+            "--out",
+            str(out),
+            "--format",
+            "csv",
+        ],
+        capture_output=True,
+        text=True,
+        check=False,
+        env={**os.environ, "PERUCAST_LOG": "WARNING"},
+    )
     assert proc.returncode == ExitCode.OK, proc.stderr
     assert (out / "historical_demand.csv").is_file()
     assert "rows" in proc.stdout
+
+
+def test_make_help_documents_the_readme_targets() -> None:
+    repo = Path(__file__).resolve().parents[1]
+    proc = subprocess.run(["make", "-s", "help"], cwd=repo, capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    for target in ("install", "demo", "test", "bench", "lint"):
+        assert f"  {target} " in proc.stdout or f"m{target} " in proc.stdout, proc.stdout

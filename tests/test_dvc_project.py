@@ -73,14 +73,20 @@ def fresh_checkout(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def test_dvc_repro_runs_every_stage_then_is_up_to_date(fresh_checkout: Path) -> None:
     root = fresh_checkout
     proc = _run(root, "dvc", "repro")
-    for stage in ("generate@crop_demand", "generate@fish_stock", "validate@crop_demand",
-                  "validate@fish_stock"):  # fmt: skip
+    for stage in (
+        "generate@crop_demand",
+        "generate@fish_stock",
+        "validate@crop_demand",
+        "validate@fish_stock",
+    ):
         assert f"'{stage}'" in proc.stdout, proc.stdout
     lock = yaml.safe_load((root / "dvc.lock").read_text())
     assert set(lock["stages"]) == {
-        "generate@crop_demand", "generate@fish_stock", "validate@crop_demand",
+        "generate@crop_demand",
+        "generate@fish_stock",
+        "validate@crop_demand",
         "validate@fish_stock",
-    }  # fmt: skip
+    }
     validated = root / "data" / "validated" / "fish_stock" / "stock.parquet"
     assert pq.read_metadata(validated).num_rows > 0
     again = _run(root, "dvc", "repro")
