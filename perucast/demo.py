@@ -14,45 +14,22 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-import pyarrow.parquet as pq
 from rich.console import Console
 from rich.table import Table
 
 from components.generate import GenerateConfig, generate
-from models import USE_CASE_NAMES, get_use_case
+from models import USE_CASE_NAMES
 from models.base import Scale
 from perucast import plots
+from perucast.datasets import oracle_mase, read_table
 from perucast.logs import setup_logging
-from perucast.metrics import mase
 
 log = logging.getLogger("perucast.demo")
 console = Console()
 
 
 def _read(directory: Path, table: str, columns: list[str] | None = None) -> pd.DataFrame:
-    return pq.read_table(directory / f"{table}.parquet", columns=columns).to_pandas()
-
-
-def oracle_mase(directory: Path, use_case_name: str, years: int = 2) -> float:
-    """Mean MASE of the oracle over the last ``years`` years (how hard the data is to forecast)."""
-    uc = get_use_case(use_case_name)
-    t = uc.target
-    observed = _read(directory, t.table, [t.time_column, *t.series_keys, t.column])
-    oracle = _read(directory, "oracle")
-    df = observed.merge(oracle, on=[t.time_column, *t.series_keys]).sort_values(t.time_column)
-    cutoff = pd.to_datetime(df[t.time_column]).max() - pd.DateOffset(years=years)
-    scores = []
-    for _, series in df.groupby(list(t.series_keys)):
-        test = pd.to_datetime(series[t.time_column]) > cutoff
-        scores.append(
-            mase(
-                series.loc[test, t.column].to_numpy(),
-                series.loc[test, t.oracle_column].to_numpy(),
-                series.loc[~test, t.column].to_numpy(),
-                t.season_length,
-            )
-        )
-    return float(np.nanmean(scores))
+    return read_table(directory, table, columns)
 
 
 def _summary_table(title: str, rows: list[tuple[str, str]]) -> None:

@@ -3,7 +3,6 @@ remote (a local directory) pushes and pulls without any set-up."""
 
 from __future__ import annotations
 
-import configparser
 import os
 import shutil
 import subprocess
@@ -13,6 +12,7 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 import yaml
+from configobj import ConfigObj
 
 REPO = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
@@ -39,8 +39,8 @@ def _run(cwd: Path, *cmd: str) -> subprocess.CompletedProcess[str]:
 
 
 def test_repo_config_has_a_default_local_remote_and_no_analytics() -> None:
-    config = configparser.ConfigParser()
-    config.read(REPO / ".dvc" / "config")
+    # DVC writes its config with configobj (sections like ['remote "name"']): read it the same way.
+    config = ConfigObj(str(REPO / ".dvc" / "config"))
     default = config["core"]["remote"]
     url = config[f'remote "{default}"']["url"]
     assert "://" not in url, "the default remote must work on a fresh clone without credentials"

@@ -1,0 +1,61 @@
+"""Reading raw data sets back: one table as pandas, and the oracle's MASE (how hard the data is).
+
+Used by the demo, the generator calibration tests and, later, evaluation, so every figure of
+"how close to the best possible forecast" is computed one way.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pyarrow.csv as pacsv
+import pyarrow.parquet as pq
+
+from models import get_use_case
+from perucast.io import table_file
+from perucast.metrics import mase
+
+
+def read_table(directory: Path | str, table: str, columns: list[str] | None = None) -> pd.DataFrame:
+    """Read ``table`` from ``directory`` (``<table>.parquet`` or ``<table>.csv``) as pandas.
+
+    Raises:
+        FileNotFoundError: when the directory holds neither file.
+    """
+    path = table_file(directory, table)
+    if path is None:
+        raise FileNotFoundError(f"no {table}.parquet or {table}.csv in {directory}")
+    if path.suffix == ".parquet":
+        return pq.read_table(path, columns=columns).to_pandas()
+    frame = pacsv.read_csv(path).to_pandas()
+    return frame[columns] if columns is not None else frame
+
+
+def oracle_mase(directory: Path | str, use_case_name: str, years: int = 2) -> float:
+    """Mean MASE of the oracle over the last ``years`` years of each series.
+
+    The oracle is the noise-free expected target the generator drew the observations from, so
+    this is the best MASE any model can hope for on the data set (against seasonal naive).
+    """
+    uc = get_use_case(use_case_name)
+    t = uc.target
+    keys = [t.time_column, *t.series_keys]
+    observed = read_table(directory, t.table, [*keys, t.column])
+    oracle = read_table(directory, uc.oracle.name, [*keys, t.oracle_column])
+    df = observed.merge(oracle, on=keys).sort_values(t.time_column)
+    times = pd.to_datetime(df[t.time_column])
+    cutoff = times.max() - pd.DateOffset(years=years)
+    scores = []
+    for _, series in df.groupby(list(t.series_keys)):
+        test = pd.to_datetime(series[t.time_column]) > cutoff
+        scores.append(
+            mase(
+                series.loc[test, t.column].to_numpy(),
+                series.loc[test, t.oracle_column].to_numpy(),
+                series.loc[~test, t.column].to_numpy(),
+                t.season_length,
+            )
+        )
+    return float(np.nanmean(scores))
