@@ -19,7 +19,7 @@ CROPS: tuple[str, ...] = (
 
 WEEK = Column(
     "week_start", "date", description="Monday that starts the ISO week",
-    min="2000-01-03", max="2035-12-31",
+    min="1980-01-07", max="2035-12-31",
 )  # fmt: skip
 REGION = Column("region", "string", description="Department (or Callao)", allowed=REGIONS)
 CROP = Column("crop", "string", description="Crop", allowed=CROPS)
