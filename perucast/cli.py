@@ -12,6 +12,8 @@ from typing import Annotated
 import typer
 
 from components import generate as generate_step
+from components import ingest as ingest_step
+from components import validate as validate_step
 from models import USE_CASE_NAMES, get_use_case
 from perucast import __version__
 from perucast.exitcodes import ExitCode
@@ -74,6 +76,8 @@ def schema(
 
 
 data_app.command("generate")(generate_step.cli)
+data_app.command("ingest")(ingest_step.cli)
+data_app.command("validate")(validate_step.cli)
 
 
 def main() -> None:
