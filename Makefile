@@ -53,4 +53,4 @@ bench: install ## Run the benchmarks: writes bench/results.json and bench/RESULT
 	$(PY) -m bench.run
 
 clean: ## Remove generated data, demo output and caches (keeps .venv)
-	rm -rf $(DEMO_DIR) data/raw data/validated reports .pytest_cache .ruff_cache
+	rm -rf $(DEMO_DIR) data/raw data/validated data/features reports .pytest_cache .ruff_cache

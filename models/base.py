@@ -11,12 +11,16 @@ from __future__ import annotations
 
 import abc
 import enum
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import ClassVar, Literal
+from typing import TYPE_CHECKING, ClassVar, Literal
 
 import pyarrow as pa
 from pydantic import BaseModel, ConfigDict, Field
+
+if TYPE_CHECKING:
+    from pyspark.sql import DataFrame
 
 # Logical column types and the Arrow type each one is stored as.
 DType = Literal["string", "int32", "int64", "float64", "date", "bool"]
@@ -180,6 +184,63 @@ class TargetSpec:
     oracle_column: str = "expected"
 
 
+@dataclass(frozen=True)
+class FeatureSpec:
+    """The columns of a use case's feature dataset (the output of its Spark transform).
+
+    One row is one forecast origin: a series (``series_keys``) at time ``time_column``. Every
+    feature uses data up to and including that time only; ``target_h1`` .. ``target_h{H}`` are
+    the target ``h`` periods later.
+
+    Attributes:
+        time_column: The origin's time (Monday of the week, first day of the month).
+        series_keys: Columns identifying one series (categorical inputs of the network too).
+        period: Spacing of origins as a pandas offset alias (``"W-MON"``, ``"MS"``).
+        horizon: H, the number of periods ahead forecast.
+        target: The raw target column (also a feature: its value at the origin).
+        categorical: Categorical feature columns (strings or small integer codes).
+        numeric: Numeric feature columns (float).
+    """
+
+    time_column: str
+    series_keys: tuple[str, ...]
+    period: str
+    horizon: int
+    target: str
+    categorical: tuple[str, ...]
+    numeric: tuple[str, ...]
+
+    @property
+    def target_columns(self) -> list[str]:
+        return [f"target_h{h}" for h in range(1, self.horizon + 1)]
+
+    @property
+    def feature_columns(self) -> list[str]:
+        return [*self.categorical, *self.numeric]
+
+    @property
+    def columns(self) -> list[str]:
+        """Every column of the dataset, in order (the split column is added by the step)."""
+        keys = [k for k in self.series_keys if k not in self.categorical]
+        return [self.time_column, *keys, *self.feature_columns, *self.target_columns]
+
+
+@dataclass
+class FeatureResult:
+    """What a use case's feature transform returns.
+
+    Attributes:
+        frame: The feature DataFrame (columns of ``spec.columns``); rows with incomplete history
+            or future may hold nulls, the preprocess step decides what to keep.
+        spec: Its columns.
+        counts: Named counts for the step's report (e.g. weeks filled by the fill rule).
+    """
+
+    frame: DataFrame
+    spec: FeatureSpec
+    counts: dict[str, int] = field(default_factory=dict)
+
+
 @dataclass
 class GenerationResult:
     """What a generator wrote."""
@@ -261,6 +322,25 @@ class UseCase(abc.ABC):
             config=config,
             seconds=seconds,
         )
+
+    # Forecast horizon (periods) when the caller does not set one.
+    default_horizon: ClassVar[int]
+
+    @abc.abstractmethod
+    def feature_spec(self, horizon: int) -> FeatureSpec:
+        """The columns of the feature dataset for ``horizon`` periods ahead."""
+
+    @abc.abstractmethod
+    def build_features(self, tables: Mapping[str, DataFrame], horizon: int) -> FeatureResult:
+        """The Spark feature transform: validated raw tables in, one row per origin out.
+
+        Built-in Spark functions and window functions only (no Python UDFs), and no leakage: a
+        feature at time t uses data up to t only.
+
+        Args:
+            tables: Spark DataFrames of the raw tables, by table name (the oracle is not passed).
+            horizon: H, the number of target columns.
+        """
 
     @abc.abstractmethod
     def write_synthetic(self, config: GeneratorConfig, directory: Path) -> dict[str, int]:

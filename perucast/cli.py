@@ -13,6 +13,7 @@ import typer
 
 from components import generate as generate_step
 from components import ingest as ingest_step
+from components import preprocess as preprocess_step
 from components import validate as validate_step
 from models import USE_CASE_NAMES, get_use_case
 from perucast import __version__
@@ -26,7 +27,7 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 data_app = typer.Typer(
-    help="Raw data: generate synthetic sets, ingest, validate, show schemas.",
+    help="Data: generate synthetic sets, ingest, validate, build Spark features, show schemas.",
     no_args_is_help=True,
 )
 app.add_typer(data_app, name="data")
@@ -78,6 +79,7 @@ def schema(
 data_app.command("generate")(generate_step.cli)
 data_app.command("ingest")(ingest_step.cli)
 data_app.command("validate")(validate_step.cli)
+data_app.command("preprocess")(preprocess_step.cli)
 
 
 def main() -> None:

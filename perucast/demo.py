@@ -1,8 +1,8 @@
 """``make demo``: the main job end to end on the embedded default, with results to look at.
 
 Today it generates the ``small`` synthetic data sets of both use cases, validates them, prints
-what is in them and writes plots. Later issues extend it with Spark preprocessing, training,
-serving and a gRPC prediction.
+what is in them, writes plots and builds the Spark feature datasets. Later issues extend it with
+training, serving and a gRPC prediction.
 """
 
 from __future__ import annotations
@@ -110,6 +110,31 @@ def fish_summary(validated: Path, plot_dir: Path) -> list[Path]:
     ]
 
 
+def features_summary(name: str, validated: Path, features: Path) -> None:
+    """Build the feature dataset with Spark (local[*]) and print its shape and split dates."""
+    from components.preprocess import SPLITS, PreprocessConfig, preprocess
+
+    result = preprocess(PreprocessConfig(use_case=name, input_dir=validated, output_dir=features))
+    spec = result.spec
+    table = Table(
+        title=(
+            f"{name} features: {len(spec.numeric)} numeric + {len(spec.categorical)} categorical, "
+            f"{spec.horizon} target horizons ({result.seconds:.0f}s)"
+        ),
+        title_justify="left",
+    )
+    for header in ("split", "rows", "first origin", "last origin"):
+        table.add_column(header, justify="right" if header == "rows" else "left")
+    for split in SPLITS:
+        part = result.split["splits"][split]
+        table.add_row(split, f"{result.rows[split]:,}", part["first"], part["last"])
+    console.print(table)
+    console.print(
+        f"gap between splits: {result.split['gap_periods']} periods; dropped for incomplete "
+        f"history: {result.counts['dropped_incomplete_features']:,} origins -> {features}"
+    )
+
+
 def run(out: Path, seed: int = 42, scale: Scale = Scale.SMALL) -> dict[str, list[Path]]:
     """Run the demo into ``out``; returns the plots written per use case."""
     from components.validate import ValidateConfig, validate
@@ -138,14 +163,16 @@ def run(out: Path, seed: int = 42, scale: Scale = Scale.SMALL) -> dict[str, list
         console.print(f"valid -> {validated} (report: {report.markdown_path})")
         summary = crop_summary if name == "crop_demand" else fish_summary
         written[name] = summary(validated, plot_dir)
+        console.rule(f"[bold]{name}[/bold]: Spark features")
+        features_summary(name, validated, out / "data" / "features" / name)
     console.rule("[bold]results")
     for name, paths in written.items():
         for path in paths:
             console.print(f"{name}: plot {path}")
     console.print(
         f"\ndone in {time.perf_counter() - started:.0f}s. Next steps (later issues): "
-        "Spark features -> distributed training -> evaluation vs baselines -> push and "
-        "serve with perucast-model-server -> gRPC predict -> KFP pipelines."
+        "distributed training -> evaluation vs baselines -> push and serve with "
+        "perucast-model-server -> gRPC predict -> KFP pipelines."
     )
     return written
 

@@ -28,3 +28,17 @@ def crop_tiny(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def fish_tiny(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """Directory with the tiny fish stock data set (seed 7, Parquet)."""
     return _generate(tmp_path_factory, "fish_stock")
+
+
+@pytest.fixture(scope="session")
+def spark():
+    """The one SparkSession of a test worker (local[2], small heap, no UI)."""
+    from perucast.spark import SparkConfig, get_spark
+
+    session = get_spark(
+        SparkConfig(
+            master="local[2]", driver_memory="1g", shuffle_partitions=4, app_name="perucast-tests"
+        )
+    )
+    yield session
+    session.stop()

@@ -36,6 +36,7 @@ def test_console_script_is_installed_and_shows_help() -> None:
         ["data", "generate", "--help"],
         ["data", "validate", "--help"],
         ["data", "ingest", "--help"],
+        ["data", "preprocess", "--help"],
     ],
 )
 def test_every_command_has_help(args: list[str]) -> None:

@@ -3,6 +3,7 @@ remote (a local directory) pushes and pulls without any set-up."""
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -63,6 +64,7 @@ def fresh_checkout(tmp_path_factory: pytest.TempPathFactory) -> Path:
             shutil.copy2(src, root / name)
     params = yaml.safe_load((root / "params.yaml").read_text())
     params["data"]["scale"] = "tiny"
+    params["spark"] = {"master": "local[2]", "driver_memory": "1g"}
     (root / "params.yaml").write_text(yaml.safe_dump(params))
     _run(root, "git", "init", "-q", "-b", "main")
     _run(root, "git", "add", "-A")
@@ -73,20 +75,17 @@ def fresh_checkout(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def test_dvc_repro_runs_every_stage_then_is_up_to_date(fresh_checkout: Path) -> None:
     root = fresh_checkout
     proc = _run(root, "dvc", "repro")
-    for stage in (
-        "generate@crop_demand",
-        "generate@fish_stock",
-        "validate@crop_demand",
-        "validate@fish_stock",
-    ):
+    stages = {
+        f"{step}@{use_case}"
+        for step in ("generate", "validate", "preprocess")
+        for use_case in ("crop_demand", "fish_stock")
+    }
+    for stage in stages:
         assert f"'{stage}'" in proc.stdout, proc.stdout
     lock = yaml.safe_load((root / "dvc.lock").read_text())
-    assert set(lock["stages"]) == {
-        "generate@crop_demand",
-        "generate@fish_stock",
-        "validate@crop_demand",
-        "validate@fish_stock",
-    }
+    assert set(lock["stages"]) == stages
+    features = root / "data" / "features" / "crop_demand"
+    assert json.loads((features / "report.json").read_text())["rows"]["train"] > 0
     validated = root / "data" / "validated" / "fish_stock" / "stock.parquet"
     assert pq.read_metadata(validated).num_rows > 0
     again = _run(root, "dvc", "repro")

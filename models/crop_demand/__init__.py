@@ -2,11 +2,22 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
-from typing import ClassVar
+from typing import TYPE_CHECKING, ClassVar
 
-from models.base import GeneratorConfig, TableSchema, TargetSpec, UseCase
+from models.base import (
+    FeatureResult,
+    FeatureSpec,
+    GeneratorConfig,
+    TableSchema,
+    TargetSpec,
+    UseCase,
+)
 from models.crop_demand import schema
+
+if TYPE_CHECKING:
+    from pyspark.sql import DataFrame
 
 
 class CropDemand(UseCase):
@@ -25,6 +36,18 @@ class CropDemand(UseCase):
         series_keys=("region", "crop"),
         season_length=52,
     )
+
+    default_horizon: ClassVar[int] = 12  # weeks
+
+    def feature_spec(self, horizon: int) -> FeatureSpec:
+        from models.crop_demand.features import feature_spec
+
+        return feature_spec(horizon)
+
+    def build_features(self, tables: Mapping[str, DataFrame], horizon: int) -> FeatureResult:
+        from models.crop_demand.features import build_features
+
+        return build_features(tables, horizon)
 
     def write_synthetic(self, config: GeneratorConfig, directory: Path) -> dict[str, int]:
         from models.crop_demand.generator import write_synthetic

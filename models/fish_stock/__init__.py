@@ -2,11 +2,22 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
-from typing import ClassVar
+from typing import TYPE_CHECKING, ClassVar
 
-from models.base import GeneratorConfig, TableSchema, TargetSpec, UseCase
+from models.base import (
+    FeatureResult,
+    FeatureSpec,
+    GeneratorConfig,
+    TableSchema,
+    TargetSpec,
+    UseCase,
+)
 from models.fish_stock import schema
+
+if TYPE_CHECKING:
+    from pyspark.sql import DataFrame
 
 
 class FishStock(UseCase):
@@ -26,6 +37,18 @@ class FishStock(UseCase):
         series_keys=("zone",),
         season_length=12,
     )
+
+    default_horizon: ClassVar[int] = 6  # months
+
+    def feature_spec(self, horizon: int) -> FeatureSpec:
+        from models.fish_stock.features import feature_spec
+
+        return feature_spec(horizon)
+
+    def build_features(self, tables: Mapping[str, DataFrame], horizon: int) -> FeatureResult:
+        from models.fish_stock.features import build_features
+
+        return build_features(tables, horizon)
 
     def write_synthetic(self, config: GeneratorConfig, directory: Path) -> dict[str, int]:
         from models.fish_stock.generator import write_synthetic
