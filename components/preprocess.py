@@ -245,7 +245,7 @@ def preprocess(config: PreprocessConfig, spark: SparkSession | None = None) -> P
     with atomic_directory(config.output_dir) as tmp:
         # Run the transform exactly once: every later action reads this staging copy instead of
         # re-running the whole window plan.
-        staging = tmp / "_staging"
+        staging = tmp / "staging"  # no leading "_" or ".": Spark skips such paths as hidden
         log.info("running the %s feature transform", use_case.name)
         frame.write.parquet(str(staging))
         frame = spark.read.parquet(str(staging))

@@ -17,8 +17,11 @@ def _pyplot():
     return plt
 
 
-def biomass_vs_nino(stock: pd.DataFrame, path: Path) -> Path:
-    """Total anchoveta biomass and landings against the Niño 1+2 anomaly, El Niño shaded."""
+def biomass_vs_nino(stock: pd.DataFrame, path: Path, oracle: pd.DataFrame | None = None) -> Path:
+    """Total anchoveta biomass and landings against the Niño 1+2 anomaly, El Niño shaded.
+
+    With ``oracle`` (month, zone, expected) the true biomass is drawn under the assessed one.
+    """
     plt = _pyplot()
     monthly = (
         stock.groupby("month")
@@ -33,7 +36,12 @@ def biomass_vs_nino(stock: pd.DataFrame, path: Path) -> Path:
     fig, (ax, ax_nino) = plt.subplots(
         2, 1, figsize=(12, 6.5), sharex=True, gridspec_kw={"height_ratios": [2.2, 1]}
     )
-    ax.plot(months, monthly["biomass"] / 1e6, color="tab:blue", lw=1.2, label="biomass")
+    ax.plot(months, monthly["biomass"] / 1e6, color="tab:blue", lw=0.8, alpha=0.6, label="assessed")
+    if oracle is not None:
+        true = oracle.groupby("month")["expected"].sum().sort_index()
+        ax.plot(
+            pd.to_datetime(true.index), true / 1e6, color="black", lw=1.3, label="true (oracle)"
+        )
     ax.bar(
         months,
         monthly["catch"] / 1e6,
@@ -43,7 +51,7 @@ def biomass_vs_nino(stock: pd.DataFrame, path: Path) -> Path:
         label="monthly landings",
     )
     ax.set_ylabel("million tonnes")
-    ax.set_title("Anchoveta biomass (3 zones) and landings vs the Niño 1+2 anomaly")
+    ax.set_title("Anchoveta biomass (3 zones, assessed and true) and landings vs Niño 1+2")
     ax.legend(loc="upper left")
     warm = monthly["nino"].to_numpy() >= 1.0
     for axis in (ax, ax_nino):
