@@ -8,6 +8,7 @@ measured side by side in the same run, on the same machine. Later issues add the
 from __future__ import annotations
 
 import argparse
+import contextlib
 import datetime as dt
 import json
 import logging
@@ -15,17 +16,20 @@ import os
 import platform
 import subprocess
 import sys
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import psutil
+import pyarrow as pa
 
 from perucast.logs import setup_logging
 
 log = logging.getLogger("perucast.bench")
 BENCH_DIR = Path(__file__).resolve().parent
 WORK_DIR = BENCH_DIR / "_work"
+DRIVER_MEMORY = "2g"  # the goal: the 25M-row run fits a 2 GB driver on 2 cores
 
 
 def _run_generator(use_case: str, scale: str, fmt: str) -> dict[str, Any]:
@@ -101,8 +105,147 @@ def generators_suite(scales: list[str]) -> dict[str, Any]:
     return {"runs": runs, "ratios": ratios}
 
 
+def _run_tree(cmd: list[str], interval: float = 0.1) -> tuple[dict[str, Any], float, float]:
+    """Run ``cmd``; return its JSON line, wall seconds and the peak RSS (MB) of its process tree.
+
+    The tree matters for Spark: the JVM is a child of the Python process, so ``ru_maxrss`` or
+    ``/usr/bin/time`` on Python alone would miss most of the memory.
+    """
+    started = time.perf_counter()
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    root = psutil.Process(proc.pid)
+    peak = 0
+    while proc.poll() is None:
+        try:
+            tree = [root, *root.children(recursive=True)]
+            rss = 0
+            for member in tree:
+                with contextlib.suppress(psutil.Error):
+                    rss += member.memory_info().rss
+            peak = max(peak, rss)
+        except psutil.Error:
+            pass
+        time.sleep(interval)
+    stdout, stderr = proc.communicate()
+    seconds = time.perf_counter() - started
+    if proc.returncode != 0:
+        raise RuntimeError(f"{' '.join(cmd)} failed:\n{stderr[-4000:]}")
+    return json.loads(stdout.strip().splitlines()[-1]), seconds, peak / 2**20
+
+
+def _satellite_variant(base: Path, rows: int) -> Path:
+    """A fish_stock data set whose satellite table has ``rows`` rows, made from ``base``.
+
+    Fewer rows: the first ``rows`` in time order (the base is written month by month, so that is
+    a shorter period on the full grid). More rows: the base plus copies of its row groups as
+    extra cells (``cell_id`` offset), the way a finer grid adds rows. Sonar and stock are the
+    base's.
+    """
+    import pyarrow.parquet as pq
+
+    out = WORK_DIR / f"fish-sat-{rows}"
+    if (out / "satellite.parquet").exists() and pq.read_metadata(
+        out / "satellite.parquet"
+    ).num_rows == rows:
+        return out
+    out.mkdir(parents=True, exist_ok=True)
+    for table in ("sonar", "stock"):
+        target = out / f"{table}.parquet"
+        if not target.exists():
+            target.symlink_to(base / f"{table}.parquet")
+    source = pq.ParquetFile(base / "satellite.parquet")
+    written = 0
+    copy = 0
+    with pq.ParquetWriter(out / "satellite.parquet", source.schema_arrow, compression="zstd") as w:
+        while written < rows:
+            for i in range(source.num_row_groups):
+                group = source.read_row_group(i)
+                if copy:
+                    cell = group.column("cell_id").to_numpy() + 100_000 * copy
+                    index = group.schema.get_field_index("cell_id")
+                    group = group.set_column(index, "cell_id", pa.array(cell, type=pa.int32()))
+                take = min(group.num_rows, rows - written)
+                w.write_table(group.slice(0, take))
+                written += take
+                if written >= rows:
+                    break
+            copy += 1
+    return out
+
+
+def preprocess_suite(quick: bool) -> dict[str, Any]:
+    """Spark fish_stock transform at ~1, 5 and 25 million satellite rows; pandas beside it."""
+    base = WORK_DIR / "fish-full-base"
+    if not (base / "manifest.json").exists():
+        log.info("generating the full fish_stock data set once (base of every size)")
+        subprocess.run(
+            [
+                sys.executable, "-m", "components.generate", "--use-case", "fish_stock",
+                "--scale", "full", "--seed", "42", "--out", str(base),
+            ],
+            check=True,
+            capture_output=True,
+        )  # fmt: skip
+    sizes = [1_000_000, 5_000_000] if quick else [1_000_000, 5_000_000, 25_000_000]
+    runs = []
+    for rows in sizes:
+        data = _satellite_variant(base, rows)
+        for engine in ("spark", "pandas"):
+            out = WORK_DIR / f"prep-out-{engine}-{rows}"
+            cmd = [
+                sys.executable, "-m", "bench.prep_one", "--engine", engine,
+                "--data", str(data), "--out", str(out), "--driver-memory", DRIVER_MEMORY,
+            ]  # fmt: skip
+            log.info("preprocess %s at %s satellite rows", engine, f"{rows:,}")
+            result, wall, peak_mb = _run_tree(cmd)
+            result.update(
+                engine=engine,
+                satellite_rows=rows,
+                wall_s=wall,
+                peak_tree_rss_mb=peak_mb,
+                rows_per_s=rows / result["transform_s"],
+                us_per_row=1e6 * result["transform_s"] / rows,
+                driver_memory=DRIVER_MEMORY if engine == "spark" else None,
+            )
+            log.info(
+                "  %s: transform %.1fs (%.0f rows/s), wall %.1fs, peak tree RSS %.0f MB",
+                engine,
+                result["transform_s"],
+                result["rows_per_s"],
+                wall,
+                peak_mb,
+            )
+            runs.append(result)
+    by = {(r["engine"], r["satellite_rows"]): r for r in runs}
+    ratios = []
+    if ("spark", 25_000_000) in by:
+        ratios.append(
+            {
+                "name": "Spark time per row, 25M / 5M (goal ≤ 1.5)",
+                "value": by[("spark", 25_000_000)]["us_per_row"]
+                / by[("spark", 5_000_000)]["us_per_row"],
+            }
+        )
+    for rows in sizes:
+        ratios.append(
+            {
+                "name": f"pandas / Spark transform time at {rows / 1e6:.0f}M rows",
+                "value": by[("pandas", rows)]["transform_s"] / by[("spark", rows)]["transform_s"],
+            }
+        )
+        ratios.append(
+            {
+                "name": f"pandas / Spark peak tree RSS at {rows / 1e6:.0f}M rows",
+                "value": by[("pandas", rows)]["peak_tree_rss_mb"]
+                / by[("spark", rows)]["peak_tree_rss_mb"],
+            }
+        )
+    return {"runs": runs, "ratios": ratios, "driver_memory": DRIVER_MEMORY}
+
+
 SUITES: dict[str, Callable[[argparse.Namespace], dict[str, Any]]] = {
     "generators": lambda args: generators_suite(["small"] if args.quick else ["small", "full"]),
+    "preprocess": lambda args: preprocess_suite(args.quick),
 }
 
 
@@ -131,6 +274,29 @@ def _markdown(results: dict[str, Any]) -> str:
             )
         lines += ["", "| ratio (same run) | value |", "|---|---:|"]
         lines += [f"| {r['name']} | {r['value']:.2f} |" for r in gen["ratios"]]
+        lines.append("")
+    prep = results["suites"].get("preprocess")
+    if prep:
+        lines += [
+            "## Preprocessing: fish_stock feature transform",
+            "",
+            "Spark runs the whole transform (`local[*]`, driver heap "
+            f"{prep['driver_memory']}); pandas runs the satellite zone × month aggregation, the "
+            "part that grows with the satellite rows. Peak RSS is the whole process tree "
+            "(Python + JVM), sampled every 0.1 s.",
+            "",
+            "| engine | satellite rows | transform (s) | rows/s | µs/row | wall (s) | "
+            "peak tree RSS (MB) |",
+            "|---|---:|---:|---:|---:|---:|---:|",
+        ]
+        for r in prep["runs"]:
+            lines.append(
+                f"| {r['engine']} | {r['satellite_rows']:,} | {r['transform_s']:.1f} | "
+                f"{r['rows_per_s']:,.0f} | {r['us_per_row']:.2f} | {r['wall_s']:.1f} | "
+                f"{r['peak_tree_rss_mb']:,.0f} |"
+            )
+        lines += ["", "| ratio (same run) | value |", "|---|---:|"]
+        lines += [f"| {r['name']} | {r['value']:.2f} |" for r in prep["ratios"]]
         lines.append("")
     return "\n".join(lines)
 

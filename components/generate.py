@@ -13,9 +13,9 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from pydantic import BaseModel, ConfigDict, field_validator
+from pydantic import BaseModel, ConfigDict
 
-from models import USE_CASE_NAMES, get_use_case
+from models import USE_CASE_NAMES, UseCaseName, get_use_case
 from models.base import FileFormat, GenerationResult, GeneratorConfig, Scale
 
 log = logging.getLogger(__name__)
@@ -26,18 +26,11 @@ class GenerateConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    use_case: str
+    use_case: UseCaseName
     output_dir: Path
     seed: int = 42
     scale: Scale = Scale.SMALL
     format: FileFormat = FileFormat.PARQUET
-
-    @field_validator("use_case")
-    @classmethod
-    def _known_use_case(cls, value: str) -> str:
-        if value not in USE_CASE_NAMES:
-            raise ValueError(f"unknown use case {value!r}; known: {', '.join(USE_CASE_NAMES)}")
-        return value
 
 
 def generate(config: GenerateConfig) -> GenerationResult:

@@ -26,9 +26,9 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-from pydantic import BaseModel, ConfigDict, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, model_validator
 
-from models import USE_CASE_NAMES, get_use_case
+from models import USE_CASE_NAMES, UseCaseName, get_use_case
 from models.base import UseCase
 from perucast.exitcodes import ExitCode
 from perucast.io import atomic_directory, write_json_atomic
@@ -57,19 +57,12 @@ class IngestConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    use_case: str
+    use_case: UseCaseName
     output_dir: Path
     path: Path | None = None
     dvc_repo: str | None = None
     dvc_rev: str | None = None
     dvc_path: str | None = None
-
-    @field_validator("use_case")
-    @classmethod
-    def _known_use_case(cls, value: str) -> str:
-        if value not in USE_CASE_NAMES:
-            raise ValueError(f"unknown use case {value!r}; known: {', '.join(USE_CASE_NAMES)}")
-        return value
 
     @model_validator(mode="after")
     def _one_source(self) -> IngestConfig:

@@ -31,9 +31,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from models import USE_CASE_NAMES, get_use_case
+from models import USE_CASE_NAMES, UseCaseName, get_use_case
 from perucast.spark import SparkConfig
 
 if TYPE_CHECKING:
@@ -56,7 +56,7 @@ class PreprocessConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    use_case: str
+    use_case: UseCaseName
     input_dir: Path
     output_dir: Path
     horizon: int | None = Field(
@@ -68,13 +68,6 @@ class PreprocessConfig(BaseModel):
         default=None, ge=1, description="Periods between splits; None: the horizon."
     )
     spark: SparkConfig = Field(default_factory=SparkConfig)
-
-    @field_validator("use_case")
-    @classmethod
-    def _known_use_case(cls, value: str) -> str:
-        if value not in USE_CASE_NAMES:
-            raise ValueError(f"unknown use case {value!r}; known: {', '.join(USE_CASE_NAMES)}")
-        return value
 
     @model_validator(mode="after")
     def _gap_covers_horizon(self) -> PreprocessConfig:

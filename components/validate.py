@@ -41,9 +41,9 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from models import USE_CASE_NAMES, get_use_case
+from models import USE_CASE_NAMES, UseCaseName, get_use_case
 from perucast import tablestats
 from perucast.exitcodes import ExitCode
 from perucast.io import atomic_directory, table_file, write_json_atomic
@@ -87,7 +87,7 @@ class ValidateConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    use_case: str
+    use_case: UseCaseName
     input_dir: Path
     output_dir: Path | None = None
     report_dir: Path | None = None
@@ -98,13 +98,6 @@ class ValidateConfig(BaseModel):
     drift_mean_shift_sd: float = Field(default=0.5, gt=0)
     drift_psi: float = Field(default=0.2, gt=0)
     drift_share_change: float = Field(default=0.1, gt=0)
-
-    @field_validator("use_case")
-    @classmethod
-    def _known_use_case(cls, value: str) -> str:
-        if value not in USE_CASE_NAMES:
-            raise ValueError(f"unknown use case {value!r}; known: {', '.join(USE_CASE_NAMES)}")
-        return value
 
     @model_validator(mode="before")
     @classmethod

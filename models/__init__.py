@@ -7,7 +7,9 @@ from __future__ import annotations
 
 import importlib
 from functools import cache
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Annotated
+
+from pydantic import AfterValidator
 
 if TYPE_CHECKING:
     from models.base import UseCase
@@ -37,3 +39,13 @@ def get_use_case(name: str) -> UseCase:
     module_name, class_name = target.split(":")
     cls = getattr(importlib.import_module(module_name), class_name)
     return cls()
+
+
+def _known_use_case(name: str) -> str:
+    if name not in REGISTRY:
+        raise ValueError(f"unknown use case {name!r}; known: {', '.join(USE_CASE_NAMES)}")
+    return name
+
+
+# A use-case name in a step's config: unknown names fail when the config is built.
+UseCaseName = Annotated[str, AfterValidator(_known_use_case)]

@@ -9,6 +9,9 @@ from __future__ import annotations
 
 import datetime as dt
 import itertools
+import os
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -165,3 +168,25 @@ def write_dataset(
         write_table(frame, directory, schema.name, fmt, schema)
         written[schema.name] = frame
     return written
+
+
+def tool_env() -> dict[str, str]:
+    """Environment for real git and dvc subprocesses: the venv's tools, no analytics, an author."""
+    bin_dir = Path(sys.executable).parent
+    return {
+        **os.environ,
+        "PATH": f"{bin_dir}{os.pathsep}{os.environ.get('PATH', '')}",
+        "DVC_NO_ANALYTICS": "1",
+        "PERUCAST_LOG": "WARNING",
+        "GIT_AUTHOR_NAME": "perucast-test",
+        "GIT_AUTHOR_EMAIL": "test@perucast.invalid",
+        "GIT_COMMITTER_NAME": "perucast-test",
+        "GIT_COMMITTER_EMAIL": "test@perucast.invalid",
+    }
+
+
+def run_tool(cwd: Path, *cmd: str) -> subprocess.CompletedProcess[str]:
+    """Run ``cmd`` in ``cwd`` and assert it succeeded, showing its output when it did not."""
+    proc = subprocess.run(cmd, cwd=cwd, env=tool_env(), capture_output=True, text=True, check=False)
+    assert proc.returncode == 0, f"{' '.join(cmd)} failed:\n{proc.stdout}\n{proc.stderr}"
+    return proc

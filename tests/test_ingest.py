@@ -5,14 +5,13 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import shutil
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
-from factories import write_dataset
+from factories import run_tool, tool_env, write_dataset
 from typer.testing import CliRunner
 
 from components.ingest import IngestConfig, SourceNotFoundError, ingest
@@ -20,27 +19,7 @@ from components.validate import ValidateConfig, validate
 from perucast.cli import app
 from perucast.exitcodes import ExitCode
 
-BIN = Path(sys.executable).parent
 FISH_FILES = ["satellite.parquet", "sonar.parquet", "stock.parquet"]
-
-
-def _env() -> dict[str, str]:
-    return {
-        **os.environ,
-        "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}",
-        "DVC_NO_ANALYTICS": "1",
-        "PERUCAST_LOG": "WARNING",
-        "GIT_AUTHOR_NAME": "perucast-test",
-        "GIT_AUTHOR_EMAIL": "test@perucast.invalid",
-        "GIT_COMMITTER_NAME": "perucast-test",
-        "GIT_COMMITTER_EMAIL": "test@perucast.invalid",
-    }
-
-
-def _run(cwd: Path, *cmd: str) -> subprocess.CompletedProcess[str]:
-    proc = subprocess.run(cmd, cwd=cwd, env=_env(), capture_output=True, text=True, check=False)
-    assert proc.returncode == 0, f"{' '.join(cmd)} failed:\n{proc.stdout}\n{proc.stderr}"
-    return proc
 
 
 def _md5(path: Path) -> str:
@@ -130,20 +109,20 @@ def dvc_repo(tmp_path_factory: pytest.TempPathFactory) -> dict[str, object]:
     root, remote = base / "repo", base / "remote"
     root.mkdir()
     data = root / "data" / "raw" / "fish_stock"
-    _run(root, "git", "init", "-q", "-b", "main")
-    _run(root, "dvc", "init", "-q")
-    _run(root, "dvc", "remote", "add", "-d", "store", str(remote))
+    run_tool(root, "git", "init", "-q", "-b", "main")
+    run_tool(root, "dvc", "init", "-q")
+    run_tool(root, "dvc", "remote", "add", "-d", "store", str(remote))
     versions = {}
     for tag, seed in (("v1", 1), ("v2", 2)):
         if data.exists():
             shutil.rmtree(data)
         write_dataset("fish_stock", data, seed=seed)
-        _run(root, "dvc", "add", "-q", "data/raw/fish_stock")
-        _run(root, "git", "add", "-A")
-        _run(root, "git", "commit", "-q", "-m", f"data {tag}")
-        _run(root, "git", "tag", tag)
-        _run(root, "dvc", "push", "-q")
-        commit = _run(root, "git", "rev-parse", "HEAD").stdout.strip()
+        run_tool(root, "dvc", "add", "-q", "data/raw/fish_stock")
+        run_tool(root, "git", "add", "-A")
+        run_tool(root, "git", "commit", "-q", "-m", f"data {tag}")
+        run_tool(root, "git", "tag", tag)
+        run_tool(root, "dvc", "push", "-q")
+        commit = run_tool(root, "git", "rev-parse", "HEAD").stdout.strip()
         versions[tag] = {
             "commit": commit,
             "bytes": {f: (data / f).read_bytes() for f in FISH_FILES},
@@ -220,7 +199,7 @@ def test_step_cli_runs_as_a_module_with_exit_3(dvc_repo: dict, tmp_path: Path) -
     cmd = [sys.executable, "-m", "components.ingest", "--use-case", "crop_demand"]
     cmd += ["--dvc-repo", str(dvc_repo["root"]), "--dvc-rev", "v1"]
     cmd += ["--dvc-path", "data/raw/fish_stock", "--out", str(tmp_path / "o")]
-    proc = subprocess.run(cmd, capture_output=True, text=True, check=False, env=_env())
+    proc = subprocess.run(cmd, capture_output=True, text=True, check=False, env=tool_env())
     assert proc.returncode == ExitCode.INPUT_NOT_FOUND, proc.stdout + proc.stderr
     assert "table 'historical_demand' not found" in proc.stderr
     assert not (tmp_path / "o").exists()
