@@ -163,7 +163,9 @@ def _satellite_variant(base: Path, rows: int) -> Path:
                 if copy:
                     cell = group.column("cell_id").to_numpy() + 100_000 * copy
                     index = group.schema.get_field_index("cell_id")
-                    group = group.set_column(index, "cell_id", pa.array(cell, type=pa.int32()))
+                    group = group.set_column(
+                        index, group.schema.field(index), pa.array(cell, type=pa.int32())
+                    )
                 take = min(group.num_rows, rows - written)
                 w.write_table(group.slice(0, take))
                 written += take
