@@ -20,6 +20,7 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import logging
+import posixpath
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,7 +30,7 @@ import typer
 from pydantic import BaseModel, ConfigDict, model_validator
 
 from models import USE_CASE_NAMES, UseCaseName, get_use_case
-from models.base import UseCase
+from models.base import FileFormat, UseCase
 from perucast.exitcodes import ExitCode
 from perucast.io import atomic_directory, write_json_atomic
 
@@ -97,12 +98,11 @@ class IngestResult:
     source: dict[str, Any]
     commit: str | None
     files: list[IngestedFile] = field(default_factory=list)
-    tables: list[str] = field(default_factory=list)
     seconds: float = 0.0
 
     @property
-    def ingest_json(self) -> Path:
-        return self.output_dir / "ingest.json"
+    def tables(self) -> list[str]:
+        return [f.table for f in self.files if f.table is not None]
 
     @property
     def total_bytes(self) -> int:
@@ -131,20 +131,24 @@ def _open_dvc(config: IngestConfig) -> tuple[Any, str]:
 def _plan(
     fs: Any, root: str, names: list[str], optional: set[str], where: str
 ) -> list[tuple[str, str | None]]:
-    """The files to copy: ``(file name, table)``; raises when a required table is missing."""
+    """The files to copy: ``(file name, table)``; raises when a required table is missing.
+
+    The directory is listed once: for DVC data that is in neither the cache nor the remote the
+    listing itself fails ("cannot read"), where per-file ``isfile`` checks would only say False
+    and blame a missing table.
+    """
+    present = {posixpath.basename(p.rstrip("/")) for p in fs.ls(root, detail=False)}
     files: list[tuple[str, str | None]] = []
     for name in names:
-        found = next(
-            (f"{name}.{ext}" for ext in ("parquet", "csv") if fs.isfile(f"{root}/{name}.{ext}")),
-            None,
-        )
+        # Parquet before CSV, as perucast.io.table_file prefers.
+        found = next((f"{name}.{fmt}" for fmt in FileFormat if f"{name}.{fmt}" in present), None)
         if found is not None:
             files.append((found, name))
         elif name not in optional:
             raise SourceNotFoundError(
                 f"table {name!r} not found: no {name}.parquet or {name}.csv in {where}"
             )
-    files += [(side, None) for side in SIDE_FILES if fs.isfile(f"{root}/{side}")]
+    files += [(side, None) for side in SIDE_FILES if side in present]
     return files
 
 
@@ -187,8 +191,6 @@ def _ingest_files(
             size, md5 = _copy(fs, f"{root}/{name}", staging / name)
             log.info("  %s: %s bytes, md5 %s", name, f"{size:,}", md5)
             result.files.append(IngestedFile(name, table, size, md5))
-            if table is not None:
-                result.tables.append(table)
         result.seconds = round(time.perf_counter() - started, 3)
         write_json_atomic(
             staging / "ingest.json",

@@ -23,7 +23,9 @@ SparkApplication)::
 
 from __future__ import annotations
 
+import functools
 import logging
+import operator
 import shutil
 import time
 from dataclasses import dataclass, field
@@ -37,7 +39,7 @@ from models import USE_CASE_NAMES, UseCaseName, get_use_case
 from perucast.spark import SparkConfig
 
 if TYPE_CHECKING:
-    from pyspark.sql import DataFrame, SparkSession
+    from pyspark.sql import Column, DataFrame, SparkSession
 
     from models.base import FeatureSpec
 
@@ -97,11 +99,18 @@ class PreprocessResult:
     counts: dict[str, int]
     seconds: float
     spec: FeatureSpec
-    extra: dict[str, Any] = field(default_factory=dict)
+    input_rows: dict[str, int] = field(default_factory=dict)
 
     @property
     def features_dir(self) -> Path:
         return self.output_dir / "features"
+
+
+def _all_present(columns: list[str]) -> Column:
+    """True where none of ``columns`` is null."""
+    from pyspark.sql import functions as F
+
+    return functools.reduce(operator.and_, (F.col(c).isNotNull() for c in columns), F.lit(True))
 
 
 def split_origins(
@@ -243,12 +252,8 @@ def preprocess(config: PreprocessConfig, spark: SparkSession | None = None) -> P
         frame.write.parquet(str(staging))
         frame = spark.read.parquet(str(staging))
 
-        complete = F.lit(True)
-        for col in spec.feature_columns:
-            complete = complete & F.col(col).isNotNull()
-        has_targets = F.lit(True)
-        for col in spec.target_columns:
-            has_targets = has_targets & F.col(col).isNotNull()
+        complete = _all_present(spec.feature_columns)
+        has_targets = _all_present(spec.target_columns)
 
         t = spec.time_column
         origin_times = [
@@ -282,9 +287,18 @@ def preprocess(config: PreprocessConfig, spark: SparkSession | None = None) -> P
             .parquet(str(tmp / "features"))
         )
         written = spark.read.parquet(str(tmp / "features"))
-        rows = {name: 0 for name in SPLITS}
-        for r in written.groupBy("split").count().collect():
-            rows[r["split"]] = r["count"]
+        per_split = {
+            r["split"]: r
+            for r in written.groupBy("split")
+            .agg(
+                F.count("*").alias("rows"),
+                F.min(t).alias("first"),
+                F.max(t).alias("last"),
+                F.countDistinct(t).alias("origins"),
+            )
+            .collect()
+        }
+        rows = {name: per_split[name]["rows"] if name in per_split else 0 for name in SPLITS}
         totals = frame.agg(
             F.count("*").alias("total"),
             F.sum(F.when(~complete, 1).otherwise(0)).alias("incomplete"),
@@ -306,16 +320,6 @@ def preprocess(config: PreprocessConfig, spark: SparkSession | None = None) -> P
         }
         write_json_atomic(tmp / "statistics.json", statistics)
 
-        ranges = {
-            r["split"]: (r["first"], r["last"], r["origins"])
-            for r in written.groupBy("split")
-            .agg(
-                F.min(t).alias("first"),
-                F.max(t).alias("last"),
-                F.countDistinct(t).alias("origins"),
-            )
-            .collect()
-        }
         split_info = {
             "time_column": t,
             "period": spec.period,
@@ -323,9 +327,9 @@ def preprocess(config: PreprocessConfig, spark: SparkSession | None = None) -> P
             "gap_periods": gap,
             "splits": {
                 name: {
-                    "first": str(ranges[name][0]) if name in ranges else None,
-                    "last": str(ranges[name][1]) if name in ranges else None,
-                    "origins": ranges[name][2] if name in ranges else 0,
+                    "first": str(per_split[name]["first"]) if name in per_split else None,
+                    "last": str(per_split[name]["last"]) if name in per_split else None,
+                    "origins": per_split[name]["origins"] if name in per_split else 0,
                 }
                 for name in SPLITS
             },
@@ -364,7 +368,7 @@ def preprocess(config: PreprocessConfig, spark: SparkSession | None = None) -> P
         counts=counts,
         seconds=seconds,
         spec=spec,
-        extra={"input_rows": input_rows},
+        input_rows=input_rows,
     )
 
 

@@ -38,23 +38,26 @@ import shutil
 import time
 from contextlib import nullcontext
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from models import USE_CASE_NAMES, UseCaseName, get_use_case
-from perucast import tablestats
+from models.base import FileFormat
 from perucast.exitcodes import ExitCode
-from perucast.io import atomic_directory, table_file, write_json_atomic
-from perucast.tablecheck import CheckOptions, TableResult, check_table
+from perucast.io import atomic_directory, table_file, write_json_atomic, write_text_atomic
 from perucast.validation_report import (
     DriftResult,
     Issue,
     TableSummary,
     ValidationReport,
+    missing_share,
     render_markdown,
 )
+
+if TYPE_CHECKING:
+    from perucast.tablecheck import CheckOptions, TableResult
 
 log = logging.getLogger(__name__)
 
@@ -90,7 +93,7 @@ class ValidateConfig(BaseModel):
     use_case: UseCaseName
     input_dir: Path
     output_dir: Path | None = None
-    report_dir: Path | None = None
+    report_dir: Path  # defaults to reports/validation/<use case> (see _default_report_dir)
     reference_stats: Path | None = None
     example_rows: int = Field(default=5, ge=1, le=100)
     sample_rows: int = Field(default=100_000, ge=100)
@@ -116,16 +119,13 @@ class ValidateConfig(BaseModel):
         return self
 
     def check_options(self) -> CheckOptions:
+        from perucast.tablecheck import CheckOptions
+
         return CheckOptions(
             example_rows=self.example_rows,
             sample_rows=self.sample_rows,
             batch_rows=self.batch_rows,
         )
-
-    @property
-    def reports(self) -> Path:
-        assert self.report_dir is not None  # set by the validator
-        return self.report_dir
 
 
 # --------------------------------------------------------------------------------------------
@@ -152,6 +152,8 @@ def _drift(
     results: dict[str, TableResult], reference: dict[str, Any], config: ValidateConfig
 ) -> list[DriftResult]:
     """Compare every non-key column with the reference statistics."""
+    from perucast import tablestats
+
     rows: list[DriftResult] = []
     for table, result in results.items():
         ref_table = reference["tables"].get(table)
@@ -184,8 +186,8 @@ def _drift(
                 continue
             if (row.psi or 0) > config.drift_psi:
                 reasons.append(f"PSI {row.psi:.2f} > {config.drift_psi}")
-            ref_missing = tablestats.missing_share(ref)
-            cur_missing = tablestats.missing_share(current)
+            ref_missing = missing_share(ref)
+            cur_missing = missing_share(current)
             if ref_missing is not None and cur_missing is not None:
                 row.null_share_change = cur_missing - ref_missing
                 if abs(row.null_share_change) > config.drift_share_change:
@@ -198,7 +200,7 @@ def _drift(
 def _dataset_issues(config: ValidateConfig, names: list[str]) -> list[Issue]:
     """Warnings about the directory itself: unknown files, a table in two formats."""
     issues = []
-    known = {f"{n}.{ext}" for n in names for ext in ("parquet", "csv")} | set(SIDE_FILES)
+    known = {f"{n}.{fmt}" for n in names for fmt in FileFormat} | set(SIDE_FILES)
     files = sorted(p.name for p in config.input_dir.iterdir() if not p.name.startswith("."))
     unexpected = [f for f in files if f not in known]
     if unexpected:
@@ -268,6 +270,8 @@ def validate(config: ValidateConfig) -> ValidationReport:
     Raises:
         InputNotFoundError: the input directory or the reference statistics file is missing.
     """
+    from perucast.tablecheck import check_table
+
     started = time.perf_counter()
     created_at = dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
     use_case = get_use_case(config.use_case)
@@ -357,7 +361,7 @@ def validate(config: ValidateConfig) -> ValidationReport:
         ok=not errors,
         input_dir=config.input_dir,
         output_dir=config.output_dir,
-        report_dir=config.reports,
+        report_dir=config.report_dir,
         reference_stats=config.reference_stats,
         created_at=created_at,
         seconds=round(time.perf_counter() - started, 3),
@@ -366,12 +370,12 @@ def validate(config: ValidateConfig) -> ValidationReport:
         warnings=[i for i in issues if i.severity == "warning"],
         drift=drift,
         statistics=statistics,
-        json_path=config.reports / "report.json",
-        markdown_path=config.reports / "report.md",
+        json_path=config.report_dir / "report.json",
+        markdown_path=config.report_dir / "report.md",
         statistics_path=statistics_path,
     )
     write_json_atomic(report.json_path, report.model_dump(mode="json"))
-    _write_text_atomic(report.markdown_path, render_markdown(report, use_case))
+    write_text_atomic(report.markdown_path, render_markdown(report, use_case))
     log.info(
         "%s: %s (%d errors, %d warnings) in %.1fs; report %s",
         use_case.name,
@@ -382,13 +386,6 @@ def validate(config: ValidateConfig) -> ValidationReport:
         report.markdown_path,
     )
     return report
-
-
-def _write_text_atomic(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text)
-    tmp.replace(path)
 
 
 # --------------------------------------------------------------------------------------------

@@ -45,11 +45,11 @@ def oracle_mase(directory: Path | str, use_case_name: str, years: int = 2) -> fl
     observed = read_table(directory, t.table, [*keys, t.column])
     oracle = read_table(directory, uc.oracle.name, [*keys, t.oracle_column])
     df = observed.merge(oracle, on=keys).sort_values(t.time_column)
-    times = pd.to_datetime(df[t.time_column])
-    cutoff = times.max() - pd.DateOffset(years=years)
+    df[t.time_column] = pd.to_datetime(df[t.time_column])
+    cutoff = df[t.time_column].max() - pd.DateOffset(years=years)
     scores = []
     for _, series in df.groupby(list(t.series_keys)):
-        test = pd.to_datetime(series[t.time_column]) > cutoff
+        test = series[t.time_column] > cutoff
         scores.append(
             mase(
                 series.loc[test, t.column].to_numpy(),

@@ -28,10 +28,6 @@ log = logging.getLogger("perucast.demo")
 console = Console()
 
 
-def _read(directory: Path, table: str, columns: list[str] | None = None) -> pd.DataFrame:
-    return read_table(directory, table, columns)
-
-
 def _summary_table(title: str, rows: list[tuple[str, str]]) -> None:
     table = Table(title=title, title_justify="left", show_header=False)
     table.add_column("what", style="bold")
@@ -42,9 +38,9 @@ def _summary_table(title: str, rows: list[tuple[str, str]]) -> None:
 
 
 def crop_summary(validated: Path, plot_dir: Path) -> list[Path]:
-    demand = _read(validated, "historical_demand")
-    prices = _read(validated, "market_trends")
-    weather = _read(validated, "weather")
+    demand = read_table(validated, "historical_demand")
+    prices = read_table(validated, "market_trends")
+    weather = read_table(validated, "weather")
     national = demand["demand_tonnes"].sum()
     lima = demand.loc[demand["region"] == "lima", "demand_tonnes"].sum()
     years = pd.to_datetime(demand["week_start"]).dt.year
@@ -78,13 +74,13 @@ def crop_summary(validated: Path, plot_dir: Path) -> list[Path]:
 
 
 def fish_summary(validated: Path, plot_dir: Path) -> list[Path]:
-    stock = _read(validated, "stock")
-    sonar = _read(validated, "sonar")
-    satellite = _read(validated, "satellite")
+    stock = read_table(validated, "stock")
+    sonar = read_table(validated, "sonar")
+    satellite = read_table(validated, "satellite")
     total = stock.groupby("month")["biomass_tonnes"].sum()
     landings = stock.groupby(pd.to_datetime(stock["month"]).dt.year)["catch_tonnes"].sum()
     by_year = total.groupby(pd.to_datetime(total.index).year)
-    true_total = _read(validated, "oracle").groupby("month")["expected"].sum()
+    true_total = read_table(validated, "oracle").groupby("month")["expected"].sum()
     true_by_year = true_total.groupby(pd.to_datetime(true_total.index).year)
     rows = [
         (
@@ -113,7 +109,7 @@ def fish_summary(validated: Path, plot_dir: Path) -> list[Path]:
     _summary_table("fish_stock", rows)
     return [
         plots.biomass_vs_nino(
-            stock, plot_dir / "fish_biomass_vs_nino.png", oracle=_read(validated, "oracle")
+            stock, plot_dir / "fish_biomass_vs_nino.png", oracle=read_table(validated, "oracle")
         ),
         plots.chlorophyll_map(satellite, plot_dir / "fish_chlorophyll_map.png"),
     ]

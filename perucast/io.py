@@ -43,13 +43,18 @@ def atomic_directory(target: Path | str) -> Iterator[Path]:
         shutil.rmtree(old, ignore_errors=True)
 
 
-def write_json_atomic(path: Path | str, payload: Any) -> None:
-    """Write JSON through a temporary file and a rename."""
+def write_text_atomic(path: Path | str, text: str) -> None:
+    """Write text through a temporary file and a rename: readers see the old or the new file."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_text(json.dumps(payload, indent=2, sort_keys=False, default=str) + "\n")
+    tmp.write_text(text)
     os.replace(tmp, path)
+
+
+def write_json_atomic(path: Path | str, payload: Any) -> None:
+    """Write JSON through a temporary file and a rename."""
+    write_text_atomic(path, json.dumps(payload, indent=2, sort_keys=False, default=str) + "\n")
 
 
 class TableWriter:

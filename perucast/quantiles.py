@@ -14,6 +14,10 @@ from collections.abc import Sequence
 import numpy as np
 from numpy.typing import ArrayLike
 
+# The quantiles every perucast model forecasts, and their column / output names.
+QUANTILE_LEVELS: tuple[float, ...] = (0.1, 0.5, 0.9)
+QUANTILE_COLUMNS: tuple[str, ...] = ("p10", "p50", "p90")
+
 
 def _knots(levels: Sequence[float], values: ArrayLike) -> tuple[np.ndarray, np.ndarray]:
     """Quantile-function knots at ``[0, *levels, 1]`` (rows × knots), tails extrapolated.

@@ -9,6 +9,7 @@ SparkApplication's ``sparkConf``; :func:`submit_args` renders them.
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -172,6 +173,15 @@ class TableMissingError(TableInputError):
     """A raw table the transform needs is not in the input directory."""
 
 
+def require_tables(tables: Mapping[str, object], names: Sequence[str], who: str) -> None:
+    """Raise ``TableMissingError`` naming what ``who`` needs when a table is not in ``tables``."""
+    missing = [name for name in names if name not in tables]
+    if missing:
+        raise TableMissingError(
+            f"{who} needs tables {list(names)}; missing {missing} (got {sorted(tables)})"
+        )
+
+
 def read_tables(
     spark: SparkSession, schemas: list[TableSchema], directory: Path | str
 ) -> dict[str, DataFrame]:
@@ -183,16 +193,8 @@ def read_tables(
         TableInputError: naming the table (and column) when a table is missing, a column is
             missing or of another type, or a table is empty.
     """
-    from pyspark.sql import types as T
+    from pyspark.sql.pandas.types import from_arrow_schema
 
-    spark_types = {
-        "string": T.StringType(),
-        "int32": T.IntegerType(),
-        "int64": T.LongType(),
-        "float64": T.DoubleType(),
-        "date": T.DateType(),
-        "bool": T.BooleanType(),
-    }
     directory = Path(directory)
     frames: dict[str, DataFrame] = {}
     for schema in schemas:
@@ -202,24 +204,24 @@ def read_tables(
                 f"table {schema.name!r} is missing: no {schema.name}.parquet or "
                 f"{schema.name}.csv in {directory}"
             )
-        expected = T.StructType(
-            [T.StructField(c.name, spark_types[c.dtype], True) for c in schema.columns]
-        )
+        # The Spark types follow from the schema's Arrow types (models.base.ARROW_TYPES).
+        expected = from_arrow_schema(schema.arrow_schema())
         if path.suffix == ".csv":
             frame = spark.read.csv(str(path), header=True, schema=expected, mode="FAILFAST")
         else:
             frame = spark.read.parquet(str(path))
         actual = {f.name: f.dataType for f in frame.schema.fields}
-        for column in schema.columns:
+        for column in expected.fields:
             if column.name not in actual:
                 raise TableInputError(
                     f"table {schema.name!r}: column {column.name!r} is missing "
                     f"(found {sorted(actual)})"
                 )
-            if actual[column.name] != spark_types[column.dtype]:
+            if actual[column.name] != column.dataType:
                 raise TableInputError(
                     f"table {schema.name!r}: column {column.name!r} is "
-                    f"{actual[column.name].simpleString()}, expected {column.dtype}"
+                    f"{actual[column.name].simpleString()}, "
+                    f"expected {column.dataType.simpleString()}"
                 )
         frame = frame.select(*schema.column_names)
         if frame.isEmpty():

@@ -319,10 +319,3 @@ def category_drift(reference: dict[str, Any], current: dict[str, Any]) -> dict[s
         "category": names[worst],
         "psi": psi(ref_shares, cur_shares),
     }
-
-
-def missing_share(stats: dict[str, Any]) -> float | None:
-    """Share of null or NaN values in a column's statistics."""
-    missing = stats.get("nulls", 0) + stats.get("nans", 0)
-    total = stats.get("count", 0) + missing
-    return missing / total if total else None

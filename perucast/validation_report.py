@@ -158,22 +158,28 @@ def _issues(title: str, issues: list[Issue]) -> list[str]:
     return out
 
 
+def missing_share(stats: dict[str, Any]) -> float | None:
+    """Share of null or NaN values in a column's statistics."""
+    missing = stats.get("nulls", 0) + stats.get("nans", 0)
+    total = stats.get("count", 0) + missing
+    return missing / total if total else None
+
+
 def _column_rows(schema: TableSchema | None, stats: dict[str, Any]) -> list[list[Any]]:
     rows = []
     for name, s in stats.get("columns", {}).items():
         col = None
         if schema is not None and name in schema.column_names:
             col = schema.column(name)
-        missing = s.get("nulls", 0) + s.get("nans", 0)
-        total = s.get("count", 0) + missing
+        share = missing_share(s)
         q = s.get("quantiles", {})
         rows.append(
             [
                 name,
                 col.dtype if col else "",
                 s.get("count"),
-                missing,
-                f"{missing / total:.1%}" if total else "",
+                s.get("nulls", 0) + s.get("nans", 0),
+                f"{share:.1%}" if share is not None else "",
                 s.get("min"),
                 s.get("max"),
                 s.get("mean"),

@@ -56,7 +56,7 @@ def _values(column: Column, n: int, rng: np.random.Generator) -> list[Any] | np.
     """``n`` random valid values of a non-key column."""
     if column.allowed is not None:
         return list(rng.choice(column.allowed, size=n))
-    if column.dtype == "float64" or column.dtype in ("int32", "int64"):
+    if column.is_numeric:
         low = float(column.min) if column.min is not None else -100.0
         high = float(column.max) if column.max is not None else low + 200.0
         low, high = low + 0.1 * (high - low), high - 0.1 * (high - low)  # away from the bounds
@@ -142,6 +142,7 @@ def write_dataset(
     *,
     frames: dict[str, pd.DataFrame] | None = None,
     oracle: bool = False,
+    seed: int = 0,
     **kwargs: Any,
 ) -> dict[str, pd.DataFrame]:
     """Write a valid raw data set (every raw table, optionally the oracle) into ``directory``.
@@ -152,6 +153,7 @@ def write_dataset(
         fmt: ``parquet`` or ``csv``.
         frames: Tables to write instead of the generated ones (by name).
         oracle: Also write the oracle table.
+        seed: Seed of the first table; each further table uses the next one.
         **kwargs: Passed to ``valid_frame``.
 
     Returns:
@@ -159,7 +161,6 @@ def write_dataset(
     """
     uc = get_use_case(use_case)
     schemas = [*uc.tables, *([uc.oracle] if oracle else [])]
-    seed = kwargs.pop("seed", 0)
     written = {}
     for i, schema in enumerate(schemas):
         frame = (frames or {}).get(schema.name)

@@ -79,3 +79,8 @@ def test_missing_metric_and_bad_config_raise() -> None:
         BlessingConfig(min_improvement_vs_naive=1.0)
     with pytest.raises(pydantic.ValidationError):
         BlessingConfig(max_regression_vs_blessed=-0.1)
+
+
+def test_candidate_exactly_on_the_naive_bound_is_blessed() -> None:
+    # (1 - 0.25) * 1.0 = 0.75: the rule is "at most", so the bound itself passes
+    assert decide({"mase": 0.75}, NAIVE, None, CONFIG).blessed

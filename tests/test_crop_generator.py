@@ -16,9 +16,9 @@ import pytest
 from models import get_use_case
 from models.base import FileFormat, GeneratorConfig, Scale, TableSchema
 from models.crop_demand import schema
+from models.crop_demand.generator import NORTH_COAST
 from perucast.datasets import oracle_mase, read_table
 
-NORTH_COAST = ["tumbes", "piura", "lambayeque", "la_libertad"]
 EL_NINO_CROPS = ["rice", "mango", "lemon"]
 OTHER_SEED = 8
 

@@ -8,7 +8,7 @@ import pytest
 
 from models.crop_demand.planning import newsvendor, stocking_plan
 from models.fish_stock.advice import harvest_quota, stock_advice
-from models.fish_stock.generator import EXPLOITATION_RATE, JUVENILE_LIMIT, SPAWNING_RESERVE_T
+from models.fish_stock.management import EXPLOITATION_RATE, JUVENILE_LIMIT, SPAWNING_RESERVE_T
 
 # Rows: a symmetric forecast (Q(tau) = 75 + 50 tau, uniform on [75, 125]) and a skewed one.
 P10 = np.array([80.0, 10.0])
@@ -68,6 +68,7 @@ def test_stocking_plan_frame() -> None:
     plan = stocking_plan(frame, 0.5)
     assert plan["order_quantity"].tolist() == pytest.approx([100.0, 20.0])
     assert plan["expected_shortfall"].tolist() == pytest.approx([6.25, 12.5])
+    assert plan["service_level"].tolist() == [0.5, 0.5]
     assert "order_quantity" not in frame.columns
 
 
@@ -130,3 +131,11 @@ def test_advice_validates_input() -> None:
         stock_advice(pd.DataFrame({"zone": ["north"], "p50": [1.0]}))
     with pytest.raises(ValueError, match="decreasing"):
         stock_advice(_zone(5e6, 4e6, 6e6))
+
+
+def test_probability_below_the_limit_is_strict_at_a_point_mass() -> None:
+    # P10 = P50 = 4 Mt puts half the mass exactly at 4 Mt (the flat segment and the tail below
+    # it); the limit 0.8 * 5 Mt = 4 Mt: P(B < 4 Mt) is 0, not the 0.5 of P(B <= 4 Mt)
+    advice = stock_advice(_zone(4e6, 4e6, 8e6), limit_fraction=0.8)
+    assert advice["limit_t"].item() == 4e6
+    assert advice["prob_below_limit"].item() == 0.0

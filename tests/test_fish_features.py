@@ -24,7 +24,7 @@ from models.fish_stock.features import (
     feature_spec,
     satellite_monthly,
 )
-from perucast.spark import read_tables
+from perucast.spark import TableMissingError, read_tables
 
 HORIZON = 6
 QUANTILES = (("p10", 0.1), ("p50", 0.5), ("p90", 0.9))
@@ -408,5 +408,5 @@ def test_frame_matches_the_spec_with_one_row_per_zone_and_month(built, raw) -> N
 
 def test_missing_tables_are_named(built) -> None:
     result, _ = built
-    with pytest.raises(KeyError, match="sonar"):
+    with pytest.raises(TableMissingError, match="sonar"):
         build_features({"stock": result.frame, "satellite": result.frame}, HORIZON)

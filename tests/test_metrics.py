@@ -54,6 +54,8 @@ def test_interval_coverage_is_inclusive() -> None:
     upper = np.array([2.0, 1.0, 3.0, 6.0])
     # 1 in [1, 2] yes (lower edge), 2 in [0, 1] no, 3 in [2, 3] yes (upper edge), 4 in [5, 6] no
     assert interval_coverage(Y, lower, upper) == pytest.approx(0.5)
+    # crossed bounds are not reordered: 1 is not in [2, 0]
+    assert interval_coverage([1.0], [2.0], [0.0]) == 0.0
 
 
 def test_smape() -> None:
@@ -130,3 +132,10 @@ def test_quantile_distribution_clips_at_zero_and_rejects_crossing() -> None:
     assert quantile_cdf(LEVELS, values, -1.0) == pytest.approx([0.0])
     with pytest.raises(ValueError, match="decreasing"):
         quantile_function(LEVELS, [[3.0, 2.0, 4.0]], 0.5)
+
+
+def test_expected_excess_between_knots() -> None:
+    # P10/P50/P90 = 80/100/120 extrapolate to a uniform distribution on [75, 125];
+    # E[max(X - 110, 0)] = (125 - 110)^2 / (2 * 50) = 2.25 (the triangle above a mid-segment
+    # threshold, not a knot)
+    assert expected_excess(LEVELS, [[80.0, 100.0, 120.0]], 110.0) == pytest.approx([2.25])

@@ -163,6 +163,8 @@ def test_small_batches_stream_to_the_same_result(tmp_path: Path) -> None:
     """Statistics merge exactly across batches; the quantile sample stays bounded."""
     raw = tmp_path / "raw"
     frames = write_dataset("crop_demand", raw, series=4, periods=20)  # 320 demand rows
+    # Sorted by demand: a sample that kept only the first rows would have a far too low median.
+    _rewrite(raw, frames["historical_demand"].sort_values("demand_tonnes", ignore_index=True))
     whole = _run(raw, tmp_path / "a")
     streamed = _run(raw, tmp_path / "b", batch_rows=7, sample_rows=100)
     assert whole.ok and streamed.ok, streamed.summary()
@@ -441,6 +443,31 @@ def test_inferred_cadence_gap(tmp_path: Path) -> None:
     gap = report.issues("time_gaps", "satellite")[0]
     assert "every 8 days (inferred)" in gap.message
     assert gap.examples[0]["cell_id"] == 1 and gap.examples[0]["first_missing"] == str(dates[4])
+
+
+def test_stray_and_doubled_files_are_warned_about(tmp_path: Path) -> None:
+    raw = tmp_path / "raw"
+    frames = write_dataset("crop_demand", raw)
+    (raw / "notes.txt").write_text("not a table")
+    write_table(frames["weather"], raw, "weather", "csv", CROP.table("weather"))  # and .parquet
+    report = _run(raw, tmp_path)
+    assert report.ok, report.summary()
+    stray = report.issues("unexpected_file")[0]
+    assert "notes.txt" in stray.message and stray.count == 1
+    doubled = report.issues("ambiguous_file", "weather")[0]
+    assert "weather.parquet and weather.csv" in doubled.message
+
+
+def test_manifest_row_count_mismatch_is_warned_about(tmp_path: Path) -> None:
+    raw = tmp_path / "raw"
+    frames = write_dataset("crop_demand", raw)
+    rows = len(frames["weather"])
+    manifest = {"use_case": "crop_demand", "rows": {"weather": rows + 5}}
+    (raw / "manifest.json").write_text(json.dumps(manifest))
+    report = _run(raw, tmp_path)
+    assert report.ok, report.summary()
+    warning = report.issues("manifest")[0]
+    assert f"says {rows + 5:,} rows, the file has {rows:,}" in warning.message
 
 
 def test_drift_is_flagged_for_a_shifted_column_only(tmp_path: Path) -> None:

@@ -62,6 +62,7 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING
 
 from models.base import FeatureResult, FeatureSpec
+from perucast.spark import require_tables
 
 if TYPE_CHECKING:
     from pyspark.sql import Column, DataFrame, SparkSession, WindowSpec
@@ -161,6 +162,7 @@ def build_features(tables: Mapping[str, DataFrame], horizon: int) -> FeatureResu
     from pyspark.sql import functions as F
 
     spec = feature_spec(horizon)
+    require_tables(tables, list(TABLE_VALUES), "crop_demand features")
     raw = {name: _table(tables, name) for name in TABLE_VALUES}
     panels = {name: _complete(frame, name) for name, frame in raw.items()}
 
@@ -184,19 +186,9 @@ def build_features(tables: Mapping[str, DataFrame], horizon: int) -> FeatureResu
 
 
 def _table(tables: Mapping[str, DataFrame], name: str) -> DataFrame:
-    """The columns of ``name`` the transform needs, with a clear error when any is missing."""
-    from perucast.spark import TableInputError
-
+    """The columns of ``name`` the transform needs (``read_tables`` checked their types)."""
     keys, values, _ = TABLE_VALUES[name]
-    if name not in tables:
-        raise TableInputError(
-            f"crop_demand features need table {name!r}; got {sorted(tables) or 'no tables'}"
-        )
-    frame = tables[name]
-    missing = [c for c in (TIME, *keys, *values) if c not in frame.columns]
-    if missing:
-        raise TableInputError(f"table {name!r}: columns {missing} are missing")
-    return frame.select(TIME, *keys, *values)
+    return tables[name].select(TIME, *keys, *values)
 
 
 def _series_window(keys: Sequence[str]) -> WindowSpec:

@@ -4,7 +4,7 @@ The newsvendor problem: with ``c_u`` the cost of a unit short and ``c_o`` the co
 over, the best order is the ``c_u / (c_u + c_o)`` quantile of demand, the **service level** (the
 probability of not running short). The forecasts give three quantiles (P10, P50, P90); between
 and beyond them demand follows the piecewise-linear distribution of
-``perucast.metrics.quantile_function``:
+``perucast.quantiles.quantile_function``:
 
 * the quantile function is linear between P10, P50 and P90 (uniform density between them);
 * below P10 it continues the line through P10 and P50 down to level 0, above P90 the line
@@ -25,10 +25,12 @@ import numpy as np
 import pandas as pd
 from numpy.typing import ArrayLike
 
-from perucast.quantiles import expected_excess, quantile_function
-
-QUANTILE_LEVELS = (0.1, 0.5, 0.9)
-QUANTILE_COLUMNS = ("p10", "p50", "p90")
+from perucast.quantiles import (
+    QUANTILE_COLUMNS,
+    QUANTILE_LEVELS,
+    expected_excess,
+    quantile_function,
+)
 
 
 @dataclass(frozen=True)

@@ -5,7 +5,7 @@ one row per zone gives:
 
 * **Next-season biomass**: the P50 and the 80% interval (P10–P90), tonnes.
 * **Probability below the limit reference point**: ``P(B < limit)`` under the piecewise-linear
-  distribution through P10/P50/P90 (``perucast.metrics.quantile_function``: linear between the
+  distribution through P10/P50/P90 (``perucast.quantiles.quantile_function``: linear between the
   quantiles, linear tails continued from the outer pairs, clipped at 0). The stock-wide limit is
   ``limit_fraction × SPAWNING_RESERVE_T``; the default fraction 1.0 makes the limit the spawning
   reserve (~5 Mt, DOMAIN.md): below it the harvest control rule allows no fishing, so the number
@@ -31,11 +31,8 @@ from collections.abc import Mapping
 import numpy as np
 import pandas as pd
 
-from models.fish_stock.generator import EXPLOITATION_RATE, JUVENILE_LIMIT, SPAWNING_RESERVE_T
-from perucast.quantiles import quantile_cdf
-
-QUANTILE_LEVELS = (0.1, 0.5, 0.9)
-QUANTILE_COLUMNS = ("p10", "p50", "p90")
+from models.fish_stock.management import EXPLOITATION_RATE, JUVENILE_LIMIT, SPAWNING_RESERVE_T
+from perucast.quantiles import QUANTILE_COLUMNS, QUANTILE_LEVELS, quantile_cdf
 
 ADVICE_COLUMNS = (
     "zone",

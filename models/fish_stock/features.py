@@ -25,6 +25,7 @@ from collections.abc import Mapping
 from typing import TYPE_CHECKING
 
 from models.base import FeatureResult, FeatureSpec
+from perucast.spark import require_tables
 
 if TYPE_CHECKING:
     from pyspark.sql import Column, DataFrame
@@ -123,7 +124,7 @@ def build_features(
     The spine is every month from the first to the last ``stock`` month for every zone of
     ``stock``, so row lags are month lags even if the table has holes (their values are null).
     The small results (satellite zone-months, survey estimates and the feature frame itself)
-    are cached: the counts need them now and the caller reads the frame several times.
+    are cached: the counts run jobs on them now, and the caller's first write reuses them.
 
     Args:
         tables: Spark DataFrames of the raw tables by name (validated, schema column types).
@@ -135,17 +136,12 @@ def build_features(
         The frame (columns of ``feature_spec(horizon).columns``), its spec and counts.
 
     Raises:
-        KeyError: If a required table is missing from ``tables``.
+        perucast.spark.TableMissingError: If a required table is missing from ``tables``.
     """
     from pyspark.sql import functions as F
 
     spec = feature_spec(horizon)
-    missing = [name for name in REQUIRED_TABLES if name not in tables]
-    if missing:
-        raise KeyError(
-            f"fish_stock features need tables {list(REQUIRED_TABLES)}; missing {missing} "
-            f"(got {sorted(tables)})"
-        )
+    require_tables(tables, REQUIRED_TABLES, "fish_stock features")
     satellite, sonar, stock = (tables[name] for name in REQUIRED_TABLES)
 
     if composite_days is None:

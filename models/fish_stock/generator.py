@@ -32,6 +32,7 @@ from scipy.special import gammaincinv, ndtr, ndtri
 
 from models.base import FileFormat, GeneratorConfig, Scale
 from models.enso import nino12_monthly
+from models.fish_stock.management import EXPLOITATION_RATE, JUVENILE_LIMIT, SPAWNING_RESERVE_T
 from models.fish_stock.schema import ORACLE, SATELLITE, SEASONS, SONAR, STOCK, ZONES
 from perucast.io import TableWriter
 from perucast.progress import progress
@@ -43,11 +44,8 @@ SURVEY_FIRST_YEAR = 1983  # acoustic surveys (and the juvenile rule) start here
 SATELLITE_FIRST_YEAR = 1998  # ocean-colour era
 
 # --- Management (public: tests and later steps check against it) -----------------------------
-SPAWNING_RESERVE_T = 5.0e6  # biomass left in the sea to spawn
-EXPLOITATION_RATE = 0.30  # largest share of the assessed biomass one season may take
 BOOM_LAST_YEAR = 1972  # until then: no reserve and heavy fishing (landings ~12 Mt a year)
 BOOM_EXPLOITATION_RATE = 0.50
-JUVENILE_LIMIT = 0.10  # a season is cancelled when its survey finds more juveniles than this
 FIRST_SEASON_MONTHS = (4, 5, 6, 7)
 SECOND_SEASON_MONTHS = (11, 12, 1)
 # Months whose assessment is an acoustic survey (summer Feb–Mar, winter-spring Sep–Oct): the
