@@ -22,6 +22,8 @@ from pydantic import BaseModel, ConfigDict, Field
 if TYPE_CHECKING:
     from pyspark.sql import DataFrame
 
+    from models.network import NetworkSpec
+
 # Logical column types and the Arrow type each one is stored as.
 DType = Literal["string", "int32", "int64", "float64", "date", "bool"]
 
@@ -341,6 +343,10 @@ class UseCase(abc.ABC):
             tables: Spark DataFrames of the raw tables, by table name (the oracle is not passed).
             horizon: H, the number of target columns.
         """
+
+    @abc.abstractmethod
+    def network_spec(self) -> NetworkSpec:
+        """How the feature columns enter the shared forecasting network (``models.network``)."""
 
     @abc.abstractmethod
     def write_synthetic(self, config: GeneratorConfig, directory: Path) -> dict[str, int]:

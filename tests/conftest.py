@@ -42,3 +42,23 @@ def spark():
     )
     yield session
     session.stop()
+
+
+def _features(tmp_path_factory: pytest.TempPathFactory, spark, raw: Path, name: str) -> Path:
+    from components.preprocess import PreprocessConfig, preprocess
+
+    out = tmp_path_factory.mktemp(f"{name}-features") / "features"
+    preprocess(PreprocessConfig(use_case=name, input_dir=raw, output_dir=out), spark)
+    return out
+
+
+@pytest.fixture(scope="session")
+def crop_features(tmp_path_factory: pytest.TempPathFactory, spark, crop_tiny: Path) -> Path:
+    """Preprocessed tiny crop demand data (split.json, statistics.json, features/split=*)."""
+    return _features(tmp_path_factory, spark, crop_tiny, "crop_demand")
+
+
+@pytest.fixture(scope="session")
+def fish_features(tmp_path_factory: pytest.TempPathFactory, spark, fish_tiny: Path) -> Path:
+    """Preprocessed tiny fish stock data (split.json, statistics.json, features/split=*)."""
+    return _features(tmp_path_factory, spark, fish_tiny, "fish_stock")

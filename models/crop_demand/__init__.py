@@ -19,6 +19,8 @@ from models.crop_demand import schema
 if TYPE_CHECKING:
     from pyspark.sql import DataFrame
 
+    from models.network import NetworkSpec
+
 
 class CropDemand(UseCase):
     name: ClassVar[str] = "crop_demand"
@@ -48,6 +50,11 @@ class CropDemand(UseCase):
         from models.crop_demand.features import build_features
 
         return build_features(tables, horizon)
+
+    def network_spec(self) -> NetworkSpec:
+        from models.crop_demand.network import NETWORK
+
+        return NETWORK
 
     def write_synthetic(self, config: GeneratorConfig, directory: Path) -> dict[str, int]:
         from models.crop_demand.generator import write_synthetic

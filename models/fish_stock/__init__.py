@@ -19,6 +19,8 @@ from models.fish_stock import schema
 if TYPE_CHECKING:
     from pyspark.sql import DataFrame
 
+    from models.network import NetworkSpec
+
 
 class FishStock(UseCase):
     name: ClassVar[str] = "fish_stock"
@@ -49,6 +51,11 @@ class FishStock(UseCase):
         from models.fish_stock.features import build_features
 
         return build_features(tables, horizon)
+
+    def network_spec(self) -> NetworkSpec:
+        from models.fish_stock.network import NETWORK
+
+        return NETWORK
 
     def write_synthetic(self, config: GeneratorConfig, directory: Path) -> dict[str, int]:
         from models.fish_stock.generator import write_synthetic
