@@ -153,12 +153,17 @@ def _task(tf_config: dict[str, Any] | None) -> tuple[int, int, bool]:
 
 
 def load_split(
-    features_dir: Path, split: str, spec, statistics: dict[str, Any]
+    features_dir: Path, split: str, spec, statistics: dict[str, Any], use_case: str
 ) -> tuple[dict[str, np.ndarray], np.ndarray, np.ndarray]:
-    """Raw input columns, targets ``[N, H]`` and loss weights ``1 / std_s`` of one split."""
+    """Raw input columns, targets ``[N, H]`` and loss weights ``1 / scale`` of one split.
+
+    ``scale`` is the row's scale in the network (``models.network.row_scale``), so the
+    weighted loss is the pinball loss in the network's scaled space.
+    """
     import pyarrow.parquet as pq
 
-    from models.network import input_dtypes, series_ids, series_table
+    from models import get_use_case
+    from models.network import input_dtypes, row_scale
 
     path = Path(features_dir) / "features" / f"split={split}"
     if not path.is_dir():
@@ -175,10 +180,9 @@ def load_split(
         for name, dtype in dtypes.items()
     }
     targets = frame[spec.target_columns].to_numpy(dtype=np.float32)
-    ids, _, std = series_table(spec, statistics)
-    index = {s: i + 1 for i, s in enumerate(ids)}
-    keys = zip(*(frame[k].astype(str) for k in spec.series_keys), strict=True)
-    weights = np.array([1.0 / std[index.get(s, 0)] for s in series_ids(keys)], dtype=np.float32)
+    network = get_use_case(use_case).network_spec()
+    _, scale = row_scale(inputs, spec, network, statistics)
+    weights = (1.0 / scale).astype(np.float32)
     return inputs, targets, weights
 
 
@@ -201,12 +205,25 @@ def make_dataset(
     import tensorflow as tf
 
     index, count = shard
-    ds = tf.data.Dataset.from_tensor_slices((inputs, targets, weights))
-    if count > 1:
-        ds = ds.shard(count, index)
+    # This worker's rows; batches are gathered from whole columns by index (one gather per
+    # column per batch) instead of shuffling and batching ~70 column tensors row by row.
+    rows = np.arange(index, len(targets), count) if count > 1 else np.arange(len(targets))
+    columns = {k: tf.constant(v[rows]) for k, v in inputs.items()}
+    y = tf.constant(targets[rows])
+    w = tf.constant(weights[rows])
+
+    def gather(idx):
+        return (
+            {k: tf.gather(v, idx) for k, v in columns.items()},
+            tf.gather(y, idx),
+            tf.gather(w, idx),
+        )
+
+    ds = tf.data.Dataset.range(len(rows))
     if shuffle:
-        ds = ds.shuffle(min(len(targets), 50_000), seed=seed, reshuffle_each_iteration=True)
-    ds = ds.repeat().batch(global_batch, drop_remainder=False).prefetch(tf.data.AUTOTUNE)
+        ds = ds.shuffle(len(rows), seed=seed, reshuffle_each_iteration=True)
+    ds = ds.repeat().batch(global_batch, drop_remainder=False)
+    ds = ds.map(gather, num_parallel_calls=tf.data.AUTOTUNE).prefetch(tf.data.AUTOTUNE)
     options = tf.data.Options()
     # Sharded by hand above; the strategy must not shard again.
     options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.OFF
@@ -259,7 +276,7 @@ def run_worker(config: TrainConfig) -> TrainResult | None:
     import tf_keras as keras
 
     from models import get_use_case
-    from models.network import build_network, input_dtypes, pinball_loss
+    from models.network import build_network, input_dtypes, pinball_loss, seasonal_profile
     from perucast.export import code_revision, data_version, export_model
 
     started = time.perf_counter()
@@ -295,8 +312,8 @@ def run_worker(config: TrainConfig) -> TrainResult | None:
     statistics = json.loads((features_dir / "statistics.json").read_text())
     spec = uc.feature_spec(int(split_info["horizon"]))
     dtypes = input_dtypes(spec, statistics)
-    train = load_split(features_dir, "train", spec, statistics)
-    val = load_split(features_dir, "validation", spec, statistics)
+    train = load_split(features_dir, "train", spec, statistics, config.use_case)
+    val = load_split(features_dir, "validation", spec, statistics, config.use_case)
     rows, val_rows = len(train[1]), len(val[1])
     if rows == 0 or val_rows == 0:
         raise TrainError(f"empty split in {features_dir}: {rows} train, {val_rows} validation rows")
@@ -307,6 +324,8 @@ def run_worker(config: TrainConfig) -> TrainResult | None:
     train_ds = make_dataset(*train, global_batch=batch, shard=shard, shuffle=True, seed=config.seed)
     val_ds = make_dataset(*val, global_batch=batch, shard=shard, shuffle=False, seed=config.seed)
 
+    # Computed from this worker's full read of the training split: the same on every worker.
+    profile = seasonal_profile(train[0], spec, uc.network_spec(), statistics)
     output_dir = Path(config.output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
     scratch = Path(tempfile.mkdtemp(prefix=f"perucast-worker{index}-"))
@@ -318,6 +337,7 @@ def run_worker(config: TrainConfig) -> TrainResult | None:
             hidden_units=config.hidden_units,
             dropout=config.dropout,
             seed=config.seed,
+            profile=profile,
         )
         model.compile(
             optimizer=keras.optimizers.Adam(config.learning_rate),
@@ -384,6 +404,7 @@ def run_worker(config: TrainConfig) -> TrainResult | None:
         hidden_units=config.hidden_units,
         dropout=config.dropout,
         seed=config.seed,
+        profile=profile,
     )
     plain.set_weights(model.get_weights())
     version_dir = export_model(

@@ -16,10 +16,17 @@ model whose graph holds every transformation a prediction needs, so clients send
   ``(log1p(x) − log1p(q50)) / ((log1p(q90) − log1p(q10)) / 2.563)`` (a robust z-score in log
   space; 2.563 is the P10–P90 width of a standard normal); the others ``(x − mean) / std``.
   Scaled values are clipped to ±``CLIP`` and a missing value (NaN) becomes 0, the training mean.
-* **Output**: the network predicts in the series' scaled space relative to the scaled value at
-  the origin (a residual on persistence), P50 plus non-negative offsets down to P10 and up to
-  P90 (quantiles never cross), then maps back to the target's units and clips at 0 (demand and
-  biomass are never negative): ``[batch, H, 3]``.
+* **Seasonal profile** (``season_phase`` and ``level_column``): a lookup table, computed from
+  the training rows when the network is built, of each series' mean deviation from its level
+  ``(y − level) / std_s`` at every position of the season (week of year, month); the position
+  of the origin comes from the calendar sine/cosine inputs, that of the target period is h
+  positions later.
+* **Output**: the network predicts in the series' scaled space a residual on a base that mixes,
+  with learned weights per horizon (softmax), the scaled value at the origin (persistence),
+  last season's value of the target period (``seasonal_lag``) and the level plus the seasonal
+  profile of the target period (the last two when the use case has them); P50 plus non-negative
+  offsets down to P10 and up to P90 (quantiles never cross), then maps back to the target's
+  units and clips at 0 (demand and biomass are never negative): ``[batch, H, 3]``.
 
 Training minimises the pinball loss of the three quantiles; weighting each row by ``1 / std_s``
 makes the loss the pinball loss in the scaled space, so every series counts alike whatever its
@@ -35,7 +42,7 @@ import functools
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 
@@ -58,6 +65,18 @@ class NetworkSpec:
         embedding_dims: Embedding width per string categorical column (default 4).
         hidden_units: Widths of the hidden layers.
         dropout: Dropout rate after each hidden layer.
+        seasonal_lag: Format of the lag columns (``"demand_lag_{k}"``) and the season length
+            m: the residual base of horizon h mixes the value at the origin with last season's
+            value of the target period (lag ``m − h``), one learned weight per horizon. None:
+            the base is the value at the origin (persistence).
+        season_phase: The calendar sine and cosine columns (angle ``2π · position / period``)
+            and the number of season positions m, for the seasonal profile.
+        level_column: The series' current level (e.g. a 52-week rolling mean, a level column),
+            for the seasonal profile and for ``scale_by="level"``.
+        scale_by: ``"series"``: centre and scale are the series' training target mean and
+            standard deviation; ``"level"``: both are the row's current level (mean scaling,
+            as in DeepAR: values become relative to the recent level, so a series that has
+            grown since training stays in the range the network saw).
     """
 
     level_columns: tuple[str, ...]
@@ -66,6 +85,10 @@ class NetworkSpec:
     embedding_dims: Mapping[str, int] = field(default_factory=dict)
     hidden_units: tuple[int, ...] = (128, 64)
     dropout: float = 0.1
+    seasonal_lag: tuple[str, int] | None = None
+    season_phase: tuple[str, str, int] | None = None
+    level_column: str | None = None
+    scale_by: Literal["series", "level"] = "series"
 
 
 def input_dtypes(spec: FeatureSpec, statistics: Mapping[str, Any]) -> dict[str, str]:
@@ -134,6 +157,72 @@ def _numeric_scaling(
     return kinds, names, np.asarray(offsets, np.float32), np.asarray(scales, np.float32)
 
 
+def row_scale(
+    inputs: Mapping[str, np.ndarray],
+    spec: FeatureSpec,
+    network: NetworkSpec,
+    statistics: Mapping[str, Any],
+) -> tuple[np.ndarray, np.ndarray]:
+    """Centre and scale of every row (numpy twin of the graph's ``RowScale``).
+
+    The training loss weights rows by ``1 / scale`` (the pinball loss in the scaled space).
+    """
+    ids, mean, std = series_table(spec, statistics)
+    index = {s: i + 1 for i, s in enumerate(ids)}
+    keys = zip(*(np.asarray(inputs[k]).astype(str) for k in spec.series_keys), strict=True)
+    rows = np.array([index.get(s, 0) for s in series_ids(keys)], dtype=np.int64)
+    if network.scale_by == "level":
+        level = np.asarray(inputs[network.level_column], dtype=np.float32)
+        scale = np.maximum(np.abs(level), np.maximum(0.01 * np.abs(mean[rows]), 1e-6))
+        return level, scale.astype(np.float32)
+    return mean[rows], std[rows]
+
+
+def season_position(sin: np.ndarray, cos: np.ndarray, positions: int) -> np.ndarray:
+    """Season position 0..m−1 from the calendar angle's sine and cosine (as in the graph)."""
+    frac = np.mod(np.arctan2(sin, cos) / (2 * np.pi), 1.0)
+    return np.mod(np.rint(frac * positions), positions).astype(np.int64)
+
+
+def seasonal_profile(
+    inputs: Mapping[str, np.ndarray],
+    spec: FeatureSpec,
+    network: NetworkSpec,
+    statistics: Mapping[str, Any],
+) -> np.ndarray | None:
+    """Mean ``(y − level) / scale`` per series and season position on the training rows.
+
+    Args:
+        inputs: Raw input columns of the training rows (the target at the origin among them).
+        spec: The feature spec.
+        network: The use case's network spec.
+        statistics: ``statistics.json`` of the preprocessing step.
+
+    Returns:
+        ``[series + 1, m]`` float32 (row 0, the unknown series, is 0), or None when the use
+        case has no ``season_phase``/``level_column``.
+    """
+    if network.season_phase is None or network.level_column is None:
+        return None
+    sin_col, cos_col, m = network.season_phase
+    ids, _, _ = series_table(spec, statistics)
+    index = {s: i + 1 for i, s in enumerate(ids)}
+    keys = zip(*(np.asarray(inputs[k]).astype(str) for k in spec.series_keys), strict=True)
+    rows = np.array([index.get(s, 0) for s in series_ids(keys)], dtype=np.int64)
+    pos = season_position(np.asarray(inputs[sin_col]), np.asarray(inputs[cos_col]), m)
+    _, scale = row_scale(inputs, spec, network, statistics)
+    dev = np.asarray(inputs[spec.target], float) - np.asarray(inputs[network.level_column], float)
+    dev = dev / scale
+    ok = np.isfinite(dev)
+    sums = np.zeros((len(ids) + 1, m))
+    counts = np.zeros((len(ids) + 1, m))
+    np.add.at(sums, (rows[ok], pos[ok]), dev[ok])
+    np.add.at(counts, (rows[ok], pos[ok]), 1.0)
+    profile = np.divide(sums, counts, out=np.zeros_like(sums), where=counts > 0)
+    profile[0] = 0.0
+    return np.clip(profile, -CLIP, CLIP).astype(np.float32)
+
+
 def pinball_loss(levels: Sequence[float] = QUANTILE_LEVELS):
     """Keras loss: mean pinball loss over quantile levels; ``y_true [B, H]``, ``y_pred [B, H, Q]``.
 
@@ -163,6 +252,7 @@ def build_network(
     hidden_units: Sequence[int] | None = None,
     dropout: float | None = None,
     seed: int = 0,
+    profile: np.ndarray | None = None,
 ):
     """The Keras (tf_keras) model: a dict of raw named inputs -> ``[batch, H, 3]`` quantiles.
 
@@ -173,18 +263,18 @@ def build_network(
         hidden_units: Override of ``network.hidden_units``.
         dropout: Override of ``network.dropout``.
         seed: Seed of the weight initialisers.
+        profile: The seasonal profile table (``seasonal_profile`` on the training rows); None
+            leaves that base out.
+
+    Columns of ``network`` that ``spec`` lacks are ignored (a use case may list the lags of
+    every horizon; a dataset holds those of its own).
 
     Raises:
-        ValueError: when a column of ``network`` is not a numeric column of ``spec``.
+        ValueError: when the target is not one of ``network.level_columns``.
     """
     import tensorflow as tf
     import tf_keras as keras
 
-    unknown = sorted(
-        {*network.level_columns, *network.spread_columns, *network.log_columns} - set(spec.numeric)
-    )
-    if unknown:
-        raise ValueError(f"network columns {unknown} are not numeric features of the dataset")
     if spec.target not in network.level_columns:
         raise ValueError(f"the target {spec.target!r} must be a level column (the residual base)")
 
@@ -215,7 +305,11 @@ def build_network(
     raw = keras.layers.Lambda(
         lambda xs: tf.stack([tf.cast(x, tf.float32) for x in xs], axis=1), name="numeric_stack"
     )([inputs[n] for n in names])
-    scaled = _ScaleNumeric(kinds, offsets, scales, name="numeric_scaling")([raw, mean_s, std_s])
+    level_index = names.index(network.level_column) if network.scale_by == "level" else -1
+    if network.scale_by == "level" and network.level_column not in names:
+        raise ValueError(f"scale_by='level' needs the level column {network.level_column!r}")
+    center, scale = _RowScale(level_index, name="row_scale")([raw, mean_s, std_s])
+    scaled = _ScaleNumeric(kinds, offsets, scales, name="numeric_scaling")([raw, center, scale])
 
     parts = [scaled]
     for name in spec.categorical:
@@ -252,8 +346,24 @@ def build_network(
         kernel_initializer=keras.initializers.GlorotUniform(seed=seed + 101),
         name="quantile_head",
     )(x)
-    base = _Column(names.index(spec.target), name="scaled_target_at_origin")(scaled)
-    outputs = _QuantileOutput(horizon, name="quantiles")([deltas, base, mean_s, std_s])
+    current = names.index(spec.target)
+    seasonal = None
+    if network.seasonal_lag is not None:
+        fmt, season = network.seasonal_lag
+        seasonal = [current] * horizon
+        for h in range(1, horizon + 1):
+            lag = season - h
+            column = spec.target if lag == 0 else fmt.format(k=lag)
+            if lag >= 0 and column in names:
+                seasonal[h - 1] = names.index(column)
+    phase = None
+    if profile is not None and network.season_phase and network.level_column in names:
+        sin_col, cos_col, _ = network.season_phase
+        phase = (names.index(sin_col), names.index(cos_col), names.index(network.level_column))
+    bases = _Bases(horizon, current, seasonal, phase, profile, name="bases")(
+        [raw, scaled, series_index]
+    )
+    outputs = _QuantileOutput(horizon, name="quantiles")([deltas, bases, center, scale])
     return keras.Model(inputs=inputs, outputs=outputs, name="forecaster")
 
 
@@ -277,6 +387,24 @@ def _layers():
 
         def get_config(self):
             return {**super().get_config(), "table": self.table.tolist()}
+
+    class RowScale(keras.layers.Layer):
+        """Centre and scale per row: the series' (mean, std), or (level, |level|) floored."""
+
+        def __init__(self, level_index, **kwargs):
+            super().__init__(**kwargs)
+            self.level_index = int(level_index)
+
+        def call(self, args):
+            raw, mean_s, std_s = args
+            if self.level_index < 0:
+                return mean_s, std_s
+            level = raw[:, self.level_index]
+            floor = tf.maximum(0.01 * tf.abs(mean_s), 1e-6)
+            return level, tf.maximum(tf.abs(level), floor)
+
+        def get_config(self):
+            return {**super().get_config(), "level_index": self.level_index}
 
     class ScaleNumeric(keras.layers.Layer):
         """Per-series level/spread scaling, log and z normalization, clip, NaN -> 0."""
@@ -318,41 +446,85 @@ def _layers():
                 "scales": self.scales.tolist(),
             }
 
-    class Column(keras.layers.Layer):
-        """One column of a matrix."""
+    class Bases(keras.layers.Layer):
+        """The candidate bases of the P50 per horizon, in the scaled space: ``[B, H, K]``.
 
-        def __init__(self, index, **kwargs):
+        Persistence (the value at the origin), last season's value of the target period, and
+        the level plus the seasonal profile of the target period (when configured).
+        """
+
+        def __init__(self, horizon, current, seasonal, phase, profile, **kwargs):
             super().__init__(**kwargs)
-            self.index = int(index)
+            self.horizon = int(horizon)
+            self.current = int(current)
+            self.seasonal = None if seasonal is None else [int(i) for i in seasonal]
+            self.phase = None if phase is None else [int(i) for i in phase]
+            self.profile = None if profile is None else np.asarray(profile, np.float32)
 
-        def call(self, x):
-            return x[:, self.index]
+        def call(self, args):
+            raw, scaled, series_index = args
+            current = tf.tile(scaled[:, self.current : self.current + 1], [1, self.horizon])
+            bases = [current]
+            if self.seasonal is not None:
+                bases.append(tf.gather(scaled, self.seasonal, axis=1))
+            if self.phase is not None:
+                sin_i, cos_i, level_i = self.phase
+                m = self.profile.shape[1]
+                angle = tf.math.atan2(raw[:, sin_i], raw[:, cos_i]) / (2 * np.pi)
+                frac = angle - tf.floor(angle)
+                pos = tf.math.floormod(tf.cast(tf.round(frac * m), tf.int64), m)
+                steps = tf.range(1, self.horizon + 1, dtype=tf.int64)
+                target_pos = tf.math.floormod(pos[:, None] + steps[None, :], m)
+                rows = tf.tile(tf.cast(series_index, tf.int64)[:, None], [1, self.horizon])
+                profile = tf.gather_nd(
+                    tf.constant(self.profile), tf.stack([rows, target_pos], axis=-1)
+                )
+                bases.append(scaled[:, level_i : level_i + 1] + profile)
+            return tf.stack(bases, axis=-1)
 
         def get_config(self):
-            return {**super().get_config(), "index": self.index}
+            return {
+                **super().get_config(),
+                "horizon": self.horizon,
+                "current": self.current,
+                "seasonal": self.seasonal,
+                "phase": self.phase,
+                "profile": None if self.profile is None else self.profile.tolist(),
+            }
 
     class QuantileOutput(keras.layers.Layer):
-        """Deltas -> non-crossing P10/P50/P90 in the target's units, clipped at 0."""
+        """Deltas and bases -> non-crossing P10/P50/P90 in the target's units, clipped at 0.
+
+        The P50 of horizon h is a residual on the bases mixed with learned softmax weights.
+        """
 
         def __init__(self, horizon, **kwargs):
             super().__init__(**kwargs)
             self.horizon = int(horizon)
 
+        def build(self, input_shape):
+            bases = int(input_shape[1][-1])
+            self.mix = self.add_weight(
+                name="base_logits", shape=(self.horizon, bases), initializer="zeros"
+            )
+            super().build(input_shape)
+
         def call(self, args):
-            deltas, base, mean_s, std_s = args
+            deltas, bases, mean_s, std_s = args
+            base = tf.reduce_sum(bases * tf.nn.softmax(self.mix, axis=-1), axis=-1)
             d = tf.reshape(deltas, [-1, self.horizon, 3])
-            p50 = tf.expand_dims(base, 1) + d[:, :, 1]
+            p50 = base + d[:, :, 1]
             p10 = p50 - tf.nn.softplus(d[:, :, 0])
             p90 = p50 + tf.nn.softplus(d[:, :, 2])
-            scaled = tf.stack([p10, p50, p90], axis=-1)
+            out = tf.stack([p10, p50, p90], axis=-1)
             mean = tf.reshape(mean_s, [-1, 1, 1])
             std = tf.reshape(std_s, [-1, 1, 1])
-            return tf.maximum(scaled * std + mean, 0.0)
+            return tf.maximum(out * std + mean, 0.0)
 
         def get_config(self):
             return {**super().get_config(), "horizon": self.horizon}
 
-    return Gather, ScaleNumeric, Column, QuantileOutput
+    return Gather, ScaleNumeric, Bases, QuantileOutput, RowScale
 
 
 def _Gather(table, **kwargs):
@@ -363,9 +535,13 @@ def _ScaleNumeric(kinds, offsets, scales, **kwargs):
     return _layers()[1](kinds, offsets, scales, **kwargs)
 
 
-def _Column(index, **kwargs):
-    return _layers()[2](index, **kwargs)
+def _Bases(horizon, current, seasonal, phase, profile, **kwargs):
+    return _layers()[2](horizon, current, seasonal, phase, profile, **kwargs)
 
 
 def _QuantileOutput(horizon, **kwargs):
     return _layers()[3](horizon, **kwargs)
+
+
+def _RowScale(level_index, **kwargs):
+    return _layers()[4](level_index, **kwargs)

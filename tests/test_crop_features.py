@@ -86,7 +86,7 @@ def reference_features(raw: dict[str, pd.DataFrame], horizon: int) -> pd.DataFra
 
     d = _complete(raw["historical_demand"], ["region", "crop"], ["demand_tonnes", "supply_tonnes"])
     g = d.groupby(["region", "crop"], sort=False)
-    for k in (1, 2, 3, 4, 8, 13, 26, 52):
+    for k in sorted({1, 2, 3, 4, 8, 13, 26, 52, *(52 - h for h in range(1, horizon + 1))}):
         d[f"demand_lag_{k}"] = g["demand_tonnes"].shift(k)
     for n in (4, 13, 52):
         roll = g["demand_tonnes"].rolling(n, min_periods=n)

@@ -43,6 +43,8 @@ def fresh_checkout(tmp_path_factory: pytest.TempPathFactory) -> Path:
     params = yaml.safe_load((root / "params.yaml").read_text())
     params["data"]["scale"] = "tiny"
     params["spark"] = {"master": "local[2]", "driver_memory": "1g"}
+    params["train"].update(workers=1, epochs=2, batch_size=256)
+    params["evaluate"].update(stride=4, baselines="seasonal_naive,ets")
     (root / "params.yaml").write_text(yaml.safe_dump(params))
     run_tool(root, "git", "init", "-q", "-b", "main")
     run_tool(root, "git", "add", "-A")
@@ -55,7 +57,7 @@ def test_dvc_repro_runs_every_stage_then_is_up_to_date(fresh_checkout: Path) -> 
     proc = run_tool(root, "dvc", "repro")
     stages = {
         f"{step}@{use_case}"
-        for step in ("generate", "validate", "preprocess")
+        for step in ("generate", "validate", "preprocess", "train", "evaluate")
         for use_case in ("crop_demand", "fish_stock")
     }
     for stage in stages:
@@ -66,6 +68,10 @@ def test_dvc_repro_runs_every_stage_then_is_up_to_date(fresh_checkout: Path) -> 
     assert json.loads((features / "report.json").read_text())["rows"]["train"] > 0
     validated = root / "data" / "validated" / "fish_stock" / "stock.parquet"
     assert pq.read_metadata(validated).num_rows > 0
+    model = root / "artifacts" / "model_repository" / "crop_demand" / "1" / "saved_model.pb"
+    assert model.exists()
+    shown = run_tool(root, "dvc", "metrics", "show").stdout
+    assert "network.mase" in shown and "seasonal_naive.mase" in shown, shown
     again = run_tool(root, "dvc", "repro")
     assert "didn't change" in again.stdout or "up to date" in again.stdout.lower()
 

@@ -23,7 +23,14 @@ from components.train import (
     train,
 )
 from models import get_use_case
-from models.network import build_network, input_dtypes, pinball_loss, series_table
+from models.network import (
+    build_network,
+    input_dtypes,
+    pinball_loss,
+    season_position,
+    seasonal_profile,
+    series_table,
+)
 from perucast.export import export_model, load_serving, read_metadata, versions
 
 
@@ -97,7 +104,7 @@ def test_network_scales_per_series_and_never_crosses_quantiles(fish_features):
     spec, stats = _spec_stats(fish_features, "fish_stock")
     uc = get_use_case("fish_stock")
     model = build_network(spec, uc.network_spec(), stats, seed=3)
-    inputs, targets, weights = load_split(fish_features, "validation", spec, stats)
+    inputs, targets, weights = load_split(fish_features, "validation", spec, stats, "fish_stock")
     out = model(_tensors(inputs, input_dtypes(spec, stats)), training=False).numpy()
     assert out.shape == (len(targets), spec.horizon, 3)
     assert np.all(np.diff(out, axis=-1) >= 0), "P10 <= P50 <= P90"
@@ -112,13 +119,47 @@ def test_network_scales_per_series_and_never_crosses_quantiles(fish_features):
     assert np.isfinite(model(_tensors(odd, input_dtypes(spec, stats))).numpy()).all()
 
 
-def test_network_rejects_columns_the_dataset_lacks(fish_features):
+def test_network_needs_the_target_as_a_level_column(fish_features):
     from dataclasses import replace
 
     spec, stats = _spec_stats(fish_features, "fish_stock")
-    bad = replace(get_use_case("fish_stock").network_spec(), level_columns=("biomass_tonnes", "x"))
-    with pytest.raises(ValueError, match=r"\['x'\]"):
+    bad = replace(get_use_case("fish_stock").network_spec(), level_columns=("biomass_lag1",))
+    with pytest.raises(ValueError, match="must be a level column"):
         build_network(spec, bad, stats)
+
+
+def test_season_position_inverts_the_calendar_features():
+    import math
+
+    weeks = np.arange(1, 53)
+    angle = weeks * (2 * math.pi / (365.2425 / 7))  # as models.crop_demand.features
+    pos = season_position(np.sin(angle), np.cos(angle), 52)
+    assert list(pos) == [w % 52 for w in weeks]  # week 52 wraps to position 0
+    months = np.arange(1, 13)
+    pos = season_position(np.sin(months * 2 * math.pi / 12), np.cos(months * 2 * math.pi / 12), 12)
+    assert list(pos) == [m % 12 for m in months]
+
+
+def test_seasonal_profile_is_the_mean_scaled_deviation_from_the_level(crop_features):
+    spec, stats = _spec_stats(crop_features, "crop_demand")
+    network = get_use_case("crop_demand").network_spec()
+    inputs = load_split(crop_features, "train", spec, stats, "crop_demand")[0]
+    profile = seasonal_profile(inputs, spec, network, stats)
+    ids = series_table(spec, stats)[0]
+    assert profile.shape == (len(ids) + 1, 52) and not profile[0].any()
+    # Hand check one cell: series of row 0, its season position.
+    region, crop = str(inputs["region"][0]), str(inputs["crop"][0])
+    pos = season_position(inputs["week_sin"], inputs["week_cos"], 52)
+    same = (
+        (inputs["region"].astype(str) == region)
+        & (inputs["crop"].astype(str) == crop)
+        & (pos == pos[0])
+    )
+    row = ids.index(f"{region}\x1f{crop}") + 1
+    # crop_demand scales by the level (the 52-week mean): the profile is a relative deviation.
+    level = inputs["demand_mean_52"][same]
+    expected = np.mean((inputs["demand_tonnes"][same] - level) / level)
+    assert profile[row, pos[0]] == pytest.approx(expected, rel=1e-5)
 
 
 # --- export ---------------------------------------------------------------------------------
@@ -130,9 +171,11 @@ def fitted_crop(crop_features):
     import tf_keras as keras
 
     spec, stats = _spec_stats(crop_features, "crop_demand")
-    model = build_network(spec, get_use_case("crop_demand").network_spec(), stats, seed=1)
+    network = get_use_case("crop_demand").network_spec()
+    inputs, targets, weights = load_split(crop_features, "train", spec, stats, "crop_demand")
+    profile = seasonal_profile(inputs, spec, network, stats)
+    model = build_network(spec, network, stats, seed=1, profile=profile)
     model.compile(optimizer=keras.optimizers.Adam(1e-2), loss=pinball_loss(), weighted_metrics=[])
-    inputs, targets, weights = load_split(crop_features, "train", spec, stats)
     dtypes = input_dtypes(spec, stats)
     first = model.evaluate(_tensors(inputs, dtypes), targets, sample_weight=weights, verbose=0)
     history = model.fit(
@@ -143,7 +186,7 @@ def fitted_crop(crop_features):
         epochs=3,
         verbose=0,
     ).history
-    val = load_split(crop_features, "validation", spec, stats)[0]
+    val = load_split(crop_features, "validation", spec, stats, "crop_demand")[0]
     return model, spec, stats, dtypes, val, first, history
 
 
@@ -255,7 +298,7 @@ def test_two_loopback_workers_export_a_model_that_loads_and_predicts(fish_featur
     assert result.workers == 2 and result.strategy == "multi_worker" and result.attempts == 1
     meta = read_metadata(result.version_dir)
     assert meta["training"]["replicas"] == 2
-    inputs = load_split(fish_features, "test", spec, stats)[0]
+    inputs = load_split(fish_features, "test", spec, stats, "fish_stock")[0]
     out = load_serving(result.version_dir)(**_tensors(inputs, input_dtypes(spec, stats)))
     assert out["p50"].shape == (len(inputs["zone"]), spec.horizon)
     assert np.isfinite(out["p50"].numpy()).all()

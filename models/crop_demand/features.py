@@ -26,7 +26,8 @@ Counts (``FeatureResult.counts``)
     ``filled_weeks_weather`` (region weeks) filled in that table's own completed panel.
 
 Features at origin t (numeric, double; a lag of k weeks is k rows back in the completed panel)
-    * demand: ``demand_tonnes`` at t; ``demand_lag_{k}`` for k in 1, 2, 3, 4, 8, 13, 26, 52;
+    * demand: ``demand_tonnes`` at t; ``demand_lag_{k}`` for k in 1, 2, 3, 4, 8, 13, 26, 52 and,
+      for each horizon h, ``52 − h`` (last year's demand of the target week t+h);
       ``demand_mean_{n}`` and ``demand_std_{n}`` (sample, ddof 1) over the n weeks t-n+1 .. t for
       n in 4, 13, 52, null until n weeks are available.
     * supply: ``supply_tonnes`` at t, ``supply_lag_1``, ``supply_mean_4`` (t-3 .. t).
@@ -73,6 +74,7 @@ TARGET = "demand_tonnes"
 PERIOD = "W-MON"
 
 DEMAND_LAGS: tuple[int, ...] = (1, 2, 3, 4, 8, 13, 26, 52)
+SEASON_WEEKS = 52
 DEMAND_WINDOWS: tuple[int, ...] = (4, 13, 52)
 PRECIP_LAGS: tuple[int, ...] = (1, 2, 4)
 NINO_LAGS: tuple[int, ...] = (1, 2, 4, 8, 13, 26)
@@ -89,9 +91,22 @@ TABLE_VALUES: dict[str, tuple[tuple[str, ...], tuple[str, ...], str]] = {
     "weather": (("region",), ("temp_mean_c", "precip_mm", "nino12_anomaly_c"), "_filled_weather"),
 }
 
+
+def demand_lags(horizon: int) -> tuple[int, ...]:
+    """Lags of the demand features: the fixed ones and last year's week of every target week."""
+    seasonal = {SEASON_WEEKS - h for h in range(1, min(horizon, SEASON_WEEKS - 1) + 1)}
+    return tuple(sorted({*DEMAND_LAGS, *seasonal}))
+
+
+def numeric_columns(horizon: int) -> tuple[str, ...]:
+    """The numeric feature columns for ``horizon`` weeks ahead."""
+    lags = tuple(f"demand_lag_{k}" for k in demand_lags(horizon))
+    return (TARGET, *lags, *NUMERIC[1:])
+
+
+# Numeric columns after the target and its lags (see ``numeric_columns``).
 NUMERIC: tuple[str, ...] = (
     TARGET,
-    *(f"demand_lag_{k}" for k in DEMAND_LAGS),
     *(f"demand_mean_{n}" for n in DEMAND_WINDOWS),
     *(f"demand_std_{n}" for n in DEMAND_WINDOWS),
     "supply_tonnes",
@@ -141,7 +156,7 @@ def feature_spec(horizon: int) -> FeatureSpec:
         horizon=horizon,
         target=TARGET,
         categorical=(*KEYS, *future_holiday_columns(horizon)),
-        numeric=NUMERIC,
+        numeric=numeric_columns(horizon),
     )
 
 
@@ -250,7 +265,7 @@ def _demand_features(panel: DataFrame, horizon: int) -> DataFrame:
         TIME,
         "_filled_demand",
         TARGET,
-        *(F.lag(TARGET, k).over(w).alias(f"demand_lag_{k}") for k in DEMAND_LAGS),
+        *(F.lag(TARGET, k).over(w).alias(f"demand_lag_{k}") for k in demand_lags(horizon)),
         *(_rolling(TARGET, n, KEYS, F.avg).alias(f"demand_mean_{n}") for n in DEMAND_WINDOWS),
         *(
             _rolling(TARGET, n, KEYS, F.stddev_samp).alias(f"demand_std_{n}")
