@@ -262,7 +262,16 @@ def evaluate(config: EvaluateConfig, spark=None) -> EvaluateResult:
                 from perucast.spark import get_spark
 
                 spark = get_spark(config.spark)
-            frames.append(bl.gbt(spark, features_dir, spec, origins, config=config.baseline_config))
+            frames.append(
+                bl.gbt(
+                    spark,
+                    features_dir,
+                    spec,
+                    origins,
+                    season_length=season,
+                    config=config.baseline_config,
+                )
+            )
         log.info("baseline %s: %.1fs", name, time.perf_counter() - t0)
     if config.raw_dir is not None:
         frames.append(oracle_forecasts(Path(config.raw_dir), uc, frames[0]))
