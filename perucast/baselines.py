@@ -75,9 +75,9 @@ class BaselineConfig(BaseModel):
     stride: int = Field(default=1, ge=1)
     ets_history_seasons: int | None = Field(default=20, ge=2)
     ets_log: bool = True
-    gbt_max_iter: int = Field(default=30, ge=1)
+    gbt_max_iter: int = Field(default=20, ge=1)
     gbt_max_depth: int = Field(default=5, ge=1, le=30)
-    gbt_step_size: float = Field(default=0.2, gt=0, le=1)
+    gbt_step_size: float = Field(default=0.3, gt=0, le=1)
     gbt_max_rows: int = Field(default=150_000, ge=100)
     seed: int = Field(default=0, ge=0)
 
@@ -768,6 +768,7 @@ _H = "_h"
 # mean for (nearly) every series: lags and rolling means of the target, same-unit quantities.
 _LEVEL_RATIO = 2.0
 _LEVEL_SHARE = 0.9
+_GBT_EXTRA: dict[str, Any] = {}
 
 
 def horizon_families(spec: FeatureSpec) -> dict[str, list[str]]:
@@ -1018,6 +1019,7 @@ def gbt(
                 stepSize=config.gbt_step_size,
                 maxBins=max(32, vocab + 1),
                 seed=config.seed,
+                **_GBT_EXTRA,
             ),
         ]
     )
