@@ -1,8 +1,9 @@
 """perucast benchmarks: ``make bench`` (or ``python -m bench.run``).
 
 Writes ``bench/results.json`` (machines) and ``bench/RESULTS.md`` (people). Every ratio is
-measured side by side in the same run, on the same machine. Later issues add their suites
-(Spark preprocessing, training, serving latency and throughput) to ``SUITES``.
+measured side by side in the same run, on the same machine. ``--suite NAME`` runs some suites
+and keeps the others' earlier results in both files (each suite records when it ran). Later
+issues add their suites (serving latency and throughput) to ``SUITES``.
 """
 
 from __future__ import annotations
@@ -14,8 +15,10 @@ import json
 import logging
 import os
 import platform
+import statistics
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -105,32 +108,48 @@ def generators_suite(scales: list[str]) -> dict[str, Any]:
     return {"runs": runs, "ratios": ratios}
 
 
-def _run_tree(cmd: list[str], interval: float = 0.1) -> tuple[dict[str, Any], float, float]:
+def _run_tree(
+    cmd: list[str],
+    interval: float = 0.1,
+    *,
+    env: dict[str, str] | None = None,
+    json_line: bool = True,
+    on_poll: Callable[[], None] | None = None,
+) -> tuple[dict[str, Any] | None, float, float]:
     """Run ``cmd``; return its JSON line, wall seconds and the peak RSS (MB) of its process tree.
 
     The tree matters for Spark: the JVM is a child of the Python process, so ``ru_maxrss`` or
-    ``/usr/bin/time`` on Python alone would miss most of the memory.
+    ``/usr/bin/time`` on Python alone would miss most of the memory (and for local training
+    workers, which are children of the launcher). Output goes to temporary files, not pipes,
+    so a chatty child never blocks on a full pipe. ``json_line=False``: return None instead of
+    parsing the last stdout line; ``on_poll`` runs at every sample (progress logging).
     """
-    started = time.perf_counter()
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    root = psutil.Process(proc.pid)
-    peak = 0
-    while proc.poll() is None:
-        try:
-            tree = [root, *root.children(recursive=True)]
-            rss = 0
-            for member in tree:
-                with contextlib.suppress(psutil.Error):
-                    rss += member.memory_info().rss
-            peak = max(peak, rss)
-        except psutil.Error:
-            pass
-        time.sleep(interval)
-    stdout, stderr = proc.communicate()
-    seconds = time.perf_counter() - started
+    with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
+        started = time.perf_counter()
+        proc = subprocess.Popen(cmd, stdout=out, stderr=err, text=True, env=env)
+        root = psutil.Process(proc.pid)
+        peak = 0
+        while proc.poll() is None:
+            try:
+                tree = [root, *root.children(recursive=True)]
+                rss = 0
+                for member in tree:
+                    with contextlib.suppress(psutil.Error):
+                        rss += member.memory_info().rss
+                peak = max(peak, rss)
+            except psutil.Error:
+                pass
+            if on_poll is not None:
+                on_poll()
+            time.sleep(interval)
+        seconds = time.perf_counter() - started
+        out.seek(0)
+        err.seek(0)
+        stdout, stderr = out.read(), err.read()
     if proc.returncode != 0:
         raise RuntimeError(f"{' '.join(cmd)} failed:\n{stderr[-4000:]}")
-    return json.loads(stdout.strip().splitlines()[-1]), seconds, peak / 2**20
+    result = json.loads(stdout.strip().splitlines()[-1]) if json_line else None
+    return result, seconds, peak / 2**20
 
 
 def _satellite_variant(base: Path, rows: int) -> Path:
@@ -245,9 +264,188 @@ def preprocess_suite(quick: bool) -> dict[str, Any]:
     return {"runs": runs, "ratios": ratios, "driver_memory": DRIVER_MEMORY}
 
 
+# Same epochs for 1 and 2 workers; patience = epochs, so early stopping never cuts a run short.
+TRAIN_SETTINGS: dict[str, dict[str, int]] = {
+    "crop_demand": {"epochs": 5, "batch_size": 1024},
+    "fish_stock": {"epochs": 40, "batch_size": 64},
+}
+TRAIN_QUICK_EPOCHS = 2
+TRAIN_WORKERS = (1, 2)
+
+
+def _check_call(cmd: list[str], env: dict[str, str]) -> None:
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=env, check=False)
+    if proc.returncode != 0:
+        raise RuntimeError(f"{' '.join(cmd)} failed:\n{proc.stderr[-4000:]}")
+
+
+def _train_env() -> dict[str, str]:
+    env = dict(os.environ)
+    env.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # as `make` sets them
+    env.setdefault("PYTHONHASHSEED", "0")
+    return env
+
+
+def _prepare_features(use_case: str, scale: str, root: Path, env: dict[str, str]) -> Path:
+    """Generate ``scale`` data (seed 42) and preprocess it once; return the feature dataset."""
+    raw, features = root / f"{use_case}-raw", root / f"{use_case}-features"
+    log.info("%s: generating %s data", use_case, scale)
+    _check_call(
+        [
+            sys.executable, "-m", "components.generate", "--use-case", use_case,
+            "--scale", scale, "--seed", "42", "--out", str(raw),
+        ],
+        env,
+    )  # fmt: skip
+    log.info("%s: preprocessing (Spark)", use_case)
+    started = time.perf_counter()
+    _check_call(
+        [
+            sys.executable, "-m", "components.preprocess", "--use-case", use_case,
+            "--input", str(raw), "--output", str(features),
+        ],
+        env,
+    )  # fmt: skip
+    log.info("%s: features ready in %.1fs", use_case, time.perf_counter() - started)
+    return features
+
+
+def _epoch_records(path: Path) -> list[dict[str, Any]]:
+    """The chief's ``epochs.jsonl``, one record per epoch (the last attempt's after a restart)."""
+    if not path.exists():
+        return []
+    by_epoch: dict[int, dict[str, Any]] = {}
+    for line in path.read_text().splitlines():
+        if line.strip():
+            record = json.loads(line)
+            by_epoch[int(record["epoch"])] = record
+    return [by_epoch[e] for e in sorted(by_epoch)]
+
+
+def _run_train(
+    use_case: str,
+    features: Path,
+    workers: int,
+    epochs: int,
+    batch_size: int,
+    root: Path,
+    env: dict[str, str],
+) -> dict[str, Any]:
+    out = root / f"train-{use_case}-{workers}w"
+    repo = root / f"models-{workers}w"
+    cmd = [
+        sys.executable, "-m", "components.train", "run", "--use-case", use_case,
+        "--features", str(features), "--model-repository", str(repo), "--output", str(out),
+        "--workers", str(workers), "--epochs", str(epochs), "--patience", str(epochs),
+        "--batch-size", str(batch_size),
+    ]  # fmt: skip
+    log.info("train %s, %d worker(s): %d epochs, batch %d", use_case, workers, epochs, batch_size)
+    seen = 0
+
+    def progress() -> None:
+        nonlocal seen
+        records = _epoch_records(out / "epochs.jsonl")
+        for r in records[seen:]:
+            log.info(
+                "  epoch %d/%d: %.2fs, loss %.4f, val_loss %.4f",
+                r["epoch"] + 1,
+                epochs,
+                r["seconds"],
+                r.get("loss", float("nan")),
+                r.get("val_loss", float("nan")),
+            )
+        seen = max(seen, len(records))
+
+    _, wall, peak_mb = _run_tree(cmd, interval=0.2, env=env, json_line=False, on_poll=progress)
+    records = _epoch_records(out / "epochs.jsonl")
+    if not records:
+        raise RuntimeError(f"{use_case}, {workers} worker(s): no epochs in {out / 'epochs.jsonl'}")
+    training = json.loads((out / "training.json").read_text())
+    from perucast.export import read_metadata
+
+    metadata = read_metadata(training["version_dir"])["training"]
+    seconds = [float(r["seconds"]) for r in records]
+    steady = seconds[1:]
+    result = {
+        "use_case": use_case,
+        "workers": workers,
+        "strategy": training["strategy"],
+        "epochs": epochs,
+        "epochs_run": len(records),
+        "batch_size": batch_size,
+        "train_rows": metadata.get("train_rows"),
+        "validation_rows": metadata.get("validation_rows"),
+        "attempts": training["attempts"],
+        "wall_s": wall,
+        "epoch_1_s": seconds[0],
+        "s_per_epoch": statistics.mean(steady) if steady else None,
+        "epochs_s": sum(seconds),
+        "startup_s": wall - sum(seconds),
+        "final_loss": records[-1].get("loss"),
+        "final_val_loss": records[-1].get("val_loss"),
+        "peak_tree_rss_mb": peak_mb,
+    }
+    log.info(
+        "  %s, %d worker(s): wall %.1fs, start-up %.1fs, epoch 1 %.1fs, %s s/epoch after, "
+        "loss %.4f / val %.4f, peak tree RSS %.0f MB",
+        use_case,
+        workers,
+        wall,
+        result["startup_s"],
+        result["epoch_1_s"],
+        f"{result['s_per_epoch']:.2f}" if steady else "-",
+        result["final_loss"],
+        result["final_val_loss"],
+        peak_mb,
+    )
+    return result
+
+
+def train_suite(quick: bool) -> dict[str, Any]:
+    """Train step with 1 process vs 2 local MWMS workers, per use case, same epochs for both."""
+    scale = "tiny" if quick else "small"
+    env = _train_env()
+    runs = []
+    ratios = []
+    with tempfile.TemporaryDirectory(prefix="perucast-bench-train-") as tmp:
+        root = Path(tmp)
+        features = {uc: _prepare_features(uc, scale, root, env) for uc in TRAIN_SETTINGS}
+        for use_case, settings in TRAIN_SETTINGS.items():
+            epochs = TRAIN_QUICK_EPOCHS if quick else settings["epochs"]
+            by_workers = {
+                w: _run_train(
+                    use_case, features[use_case], w, epochs, settings["batch_size"], root, env
+                )
+                for w in TRAIN_WORKERS
+            }
+            runs.extend(by_workers.values())
+            one, two = by_workers[1], by_workers[2]
+            if one["s_per_epoch"] and two["s_per_epoch"]:
+                ratios.append(
+                    {
+                        "name": f"{use_case}: 2 / 1 workers, time per epoch (epochs 2+)",
+                        "value": two["s_per_epoch"] / one["s_per_epoch"],
+                    }
+                )
+            ratios.append(
+                {
+                    "name": f"{use_case}: 2 / 1 workers, wall time",
+                    "value": two["wall_s"] / one["wall_s"],
+                }
+            )
+            ratios.append(
+                {
+                    "name": f"{use_case}: 2 / 1 workers, peak tree RSS",
+                    "value": two["peak_tree_rss_mb"] / one["peak_tree_rss_mb"],
+                }
+            )
+    return {"runs": runs, "ratios": ratios, "scale": scale, "cpus": os.cpu_count()}
+
+
 SUITES: dict[str, Callable[[argparse.Namespace], dict[str, Any]]] = {
     "generators": lambda args: generators_suite(["small"] if args.quick else ["small", "full"]),
     "preprocess": lambda args: preprocess_suite(args.quick),
+    "train": lambda args: train_suite(args.quick),
 }
 
 
@@ -256,7 +454,7 @@ def _markdown(results: dict[str, Any]) -> str:
     lines = [
         "# perucast benchmark results",
         "",
-        f"Run {results['started']} on {env['cpus']} CPUs, {env['memory_gb']:.0f} GB, "
+        f"Last run {results['started']} on {env['cpus']} CPUs, {env['memory_gb']:.0f} GB, "
         f"Python {env['python']}, {env['platform']}.",
         "",
     ]
@@ -265,6 +463,7 @@ def _markdown(results: dict[str, Any]) -> str:
         lines += [
             "## Synthetic data generators",
             "",
+            *_suite_run(gen),
             "| use case | scale | format | rows | seconds | rows/s | peak RSS (MB) | size (MB) |",
             "|---|---|---|---:|---:|---:|---:|---:|",
         ]
@@ -282,6 +481,7 @@ def _markdown(results: dict[str, Any]) -> str:
         lines += [
             "## Preprocessing: fish_stock feature transform",
             "",
+            *_suite_run(prep),
             "Spark runs the whole transform (`local[*]`, driver heap "
             f"{prep['driver_memory']}); pandas runs the satellite zone × month aggregation, the "
             "part that grows with the satellite rows. Peak RSS is the whole process tree "
@@ -300,7 +500,52 @@ def _markdown(results: dict[str, Any]) -> str:
         lines += ["", "| ratio (same run) | value |", "|---|---:|"]
         lines += [f"| {r['name']} | {r['value']:.2f} |" for r in prep["ratios"]]
         lines.append("")
+    train = results["suites"].get("train")
+    if train:
+        lines += [
+            "## Training: one process vs two local workers",
+            "",
+            *_suite_run(train),
+            "The train step (`python -m components.train run`) on the "
+            f"`{train['scale']}` data, once in one process and once with `--workers 2` "
+            "(MultiWorkerMirroredStrategy, two worker processes on loopback). Both runs train "
+            "the same number of epochs (patience = epochs: early stopping never ends a run "
+            "early). Epoch times are the chief's `epochs.jsonl`; epoch 1 includes tracing, so "
+            'it is reported apart and "s/epoch" is the mean of epochs 2+. Start-up is wall '
+            "time minus all epochs (imports, TensorFlow and cluster start, data loading, model "
+            "build, export). Peak RSS is the whole process tree (launcher + workers), sampled "
+            "every 0.2 s.",
+            "",
+            f"Both workers share the same {train['cpus']} CPU cores here (each gets "
+            f"{max(1, train['cpus'] // 2)} TensorFlow thread(s)), so the 2-worker figures "
+            "measure the MWMS overhead (gradient all-reduce over gRPC loopback, one collective "
+            "per step, a second process), not a speed-up. On a cluster each worker has its own "
+            "node or GPU.",
+            "",
+            "| use case | workers | epochs | batch | train rows | wall (s) | start-up (s) | "
+            "epoch 1 (s) | s/epoch (2+) | final loss | final val loss | peak tree RSS (MB) |",
+            "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        ]
+        for r in train["runs"]:
+            per_epoch = f"{r['s_per_epoch']:.2f}" if r["s_per_epoch"] is not None else "–"
+            rows = f"{r['train_rows']:,}" if r.get("train_rows") is not None else "–"
+            lines.append(
+                f"| {r['use_case']} | {r['workers']} | {r['epochs_run']} | {r['batch_size']} | "
+                f"{rows} | {r['wall_s']:.1f} | {r['startup_s']:.1f} | {r['epoch_1_s']:.2f} | "
+                f"{per_epoch} | {r['final_loss']:.4f} | {r['final_val_loss']:.4f} | "
+                f"{r['peak_tree_rss_mb']:,.0f} |"
+            )
+        lines += ["", "| ratio (same run) | value |", "|---|---:|"]
+        lines += [f"| {r['name']} | {r['value']:.2f} |" for r in train["ratios"]]
+        lines.append("")
     return "\n".join(lines)
+
+
+def _suite_run(suite: dict[str, Any]) -> list[str]:
+    """A "Run <time>" line for a suite: results.json merges suites run at different times."""
+    if "started" not in suite:
+        return []
+    return [f"_Run {suite['started']}{' with --quick' if suite.get('quick') else ''}._", ""]
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -311,7 +556,9 @@ def main(argv: list[str] | None = None) -> None:
         choices=sorted(SUITES),
         help="Suite to run (repeatable); default: all.",
     )
-    parser.add_argument("--quick", action="store_true", help="Skip the full-scale runs.")
+    parser.add_argument(
+        "--quick", action="store_true", help="Skip the full-scale runs; train: tiny data, 2 epochs."
+    )
     parser.add_argument("--out-dir", type=Path, default=BENCH_DIR)
     args = parser.parse_args(argv)
     setup_logging()
@@ -326,11 +573,19 @@ def main(argv: list[str] | None = None) -> None:
         },
         "suites": {},
     }
+    results_path = args.out_dir / "results.json"
+    previous = json.loads(results_path.read_text()) if results_path.exists() else {}
+    for name, suite in previous.get("suites", {}).items():
+        # Suites not run this time keep their results (and when they ran).
+        suite.setdefault("started", previous.get("started"))
+        results["suites"][name] = suite
     for name in args.suite or sorted(SUITES):
         log.info("suite %s", name)
-        results["suites"][name] = SUITES[name](args)
+        started = dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
+        results["suites"][name] = {**SUITES[name](args), "started": started, "quick": args.quick}
+    results["suites"] = {k: results["suites"][k] for k in sorted(results["suites"])}
     args.out_dir.mkdir(parents=True, exist_ok=True)
-    (args.out_dir / "results.json").write_text(json.dumps(results, indent=2) + "\n")
+    results_path.write_text(json.dumps(results, indent=2) + "\n")
     (args.out_dir / "RESULTS.md").write_text(_markdown(results))
     print(_markdown(results))
 
