@@ -78,7 +78,7 @@ class BaselineConfig(BaseModel):
     gbt_max_iter: int = Field(default=20, ge=1)
     gbt_max_depth: int = Field(default=5, ge=1, le=30)
     gbt_step_size: float = Field(default=0.3, gt=0, le=1)
-    gbt_max_rows: int = Field(default=150_000, ge=100)
+    gbt_max_rows: int = Field(default=100_000, ge=100)
     seed: int = Field(default=0, ge=0)
 
 
@@ -314,7 +314,7 @@ class SeriesPanel:
         return np.where(seen, out, np.nan)
 
 
-def season_position(times: pd.DatetimeIndex, season_length: int) -> np.ndarray:
+def calendar_position(times: pd.DatetimeIndex, season_length: int) -> np.ndarray:
     """Position of each period in its year, ``0 .. season_length − 1``.
 
     ``round(day-of-year fraction × m) mod m``: the calendar month for monthly periods (m = 12)
@@ -350,15 +350,29 @@ def seasonal_naive_points(
         were filled from an earlier value.
     """
     h = np.arange(1, horizon + 1)
-    seasons = np.ceil(h / season_length).astype(int) + seasons_back
-    source = cols[:, None] + (h - season_length * seasons)[None, :]
-    valid = source >= 0
-    safe = np.where(valid, source, 0)
-    values = np.where(valid, panel.values[rows[:, None], safe], np.nan)
+    source = cols[:, None] + _seasonal_lag(h, season_length, seasons_back)[None, :]
+    return _values_at(panel, panel.forward_filled(), rows[:, None], source)
+
+
+def _seasonal_lag(h: np.ndarray, season_length: int, seasons_back: int) -> np.ndarray:
+    """``h − m·k`` for the smallest ``k`` with ``h − m·k ≤ 0``, ``seasons_back`` seasons more."""
+    return h - season_length * (np.ceil(h / season_length).astype(int) + seasons_back)
+
+
+def _values_at(
+    panel: SeriesPanel, filled: np.ndarray, rows: np.ndarray, cols: np.ndarray
+) -> tuple[np.ndarray, int]:
+    """Panel values at (rows, cols); a missing one the last earlier value; NaN before column 0.
+
+    Returns:
+        The values and how many were taken from an earlier period.
+    """
+    valid = cols >= 0
+    safe = np.where(valid, cols, 0)
+    values = np.where(valid, panel.values[rows, safe], np.nan)
     missing = np.isnan(values) & valid
-    filled = np.where(valid, panel.forward_filled()[rows[:, None], safe], np.nan)
-    values = np.where(missing, filled, values)
-    return values, int((missing & ~np.isnan(filled)).sum())
+    earlier = np.where(valid, filled[rows, safe], np.nan)
+    return np.where(missing, earlier, values), int((missing & ~np.isnan(earlier)).sum())
 
 
 def seasonal_naive(
@@ -531,7 +545,7 @@ def ets(
 
     1. ``z = log(1 + y)`` when ``config.ets_log`` and the target is non-negative, else ``y``.
     2. With at least two seasons of history, a seasonal profile is removed: the mean of ``z``
-       by position in the year (:func:`season_position`) minus the mean. A state-space ETS with
+       by position in the year (:func:`calendar_position`) minus the mean. A state-space ETS with
        a 52-period season estimates 52 seasonal states per series and is far too slow for
        hundreds of series; the fixed profile plus a non-seasonal ETS costs ~20 ms a series.
     3. statsmodels ``ETSModel`` with additive errors is fitted to the remainder: no trend, or
@@ -569,7 +583,7 @@ def ets(
     start = first.copy()
     if config.ets_history_seasons is not None:
         start = np.maximum(start, cutoff - config.ets_history_seasons * season_length + 1)
-    positions = season_position(panel.times, season_length)
+    positions = calendar_position(panel.times, season_length)
 
     profiles = np.zeros((n_series, season_length))
     params: list[_EtsParams] = []
@@ -637,7 +651,7 @@ def ets(
     offset = pd.tseries.frequencies.to_offset(spec.period)
     origin_times = pd.DatetimeIndex(pd.to_datetime(origins[t]))
     target_pos = np.stack(
-        [season_position(origin_times + k * offset, season_length) for k in h], axis=1
+        [calendar_position(origin_times + k * offset, season_length) for k in h], axis=1
     )
     mean = (
         level[rows, cols][:, None]
@@ -763,12 +777,15 @@ _LABEL = "label"
 _MEAN, _STD = "_series_mean", "_series_std"
 _ROW = "_row"
 _REF = "_reference"
-_H = "_h"
 # A feature is "in target units" when its mean is within this factor of the series' target
 # mean for (nearly) every series: lags and rolling means of the target, same-unit quantities.
 _LEVEL_RATIO = 2.0
 _LEVEL_SHARE = 0.9
-_GBT_EXTRA: dict[str, Any] = {}
+# Seasons averaged by the seasonal-mean features of the GBT.
+_SEASONAL_MEAN_SEASONS = 3
+# Seasonal features of each (origin, horizon) row: scaled like the target, or like a change.
+_SEASONAL_LEVEL = ("seasonal_naive_at_h", "seasonal_mean_at_h", "seasonal_mean_origin")
+_SEASONAL_CHANGE = ("seasonal_change_at_h",)
 
 
 def horizon_families(spec: FeatureSpec) -> dict[str, list[str]]:
@@ -812,70 +829,85 @@ def _level_features(train: SparkFrame, spec: FeatureSpec, candidates: Sequence[s
     return level
 
 
-def _seasonal_features(
-    features_dir: Path | str,
+def _seasonal_rows(
+    panel: SeriesPanel,
+    rows: pd.DataFrame,
+    horizons: np.ndarray,
     spec: FeatureSpec,
-    origins: pd.DataFrame,
     season_length: int,
 ) -> pd.DataFrame:
-    """Seasonal reference values of every horizon, per training, validation and origin row.
+    """(origin, horizon) rows with their seasonal reference values, for the GBT.
 
-    ``seasonal_naive_h{h}`` is the seasonal-naive forecast (the value one season before the
-    target period), ``seasonal_mean_h{h}`` the mean of the values one, two and three seasons
-    before it, ``seasonal_mean_origin`` that mean for the origin period and
-    ``seasonal_change_h{h}`` the difference of the two (last years' change from the origin to
-    the target period), all from the reconstructed series (data up to the origin only). Where
-    there is no history that far back the values are the target at the origin.
+    ``seasonal_naive_at_h`` is the seasonal-naive forecast (the value one season before the
+    target period), ``seasonal_mean_at_h`` the mean of the values one to three seasons before
+    it, ``seasonal_mean_origin`` that mean for the origin period and ``seasonal_change_at_h``
+    the difference of the two (last years' change from the origin to the target period), all
+    from the reconstructed series (data up to the origin only). Where there is no history that
+    far back the values are the target at the origin.
+
+    Args:
+        panel: The reconstructed series.
+        rows: Origins (time column and series keys), one per output row.
+        horizons: The horizon of each row (1..H).
+        spec: The feature spec.
+        season_length: Periods per season.
+
+    Returns:
+        ``rows`` (time as dates, for joining the Spark features) with ``horizon`` and the four
+        seasonal columns.
     """
-    t, keys, H = spec.time_column, list(spec.series_keys), spec.horizon
-    panel = SeriesPanel.from_series(load_series(features_dir, spec), spec)
-    wanted = origins[[t, *keys]].copy()
-    wanted[t] = pd.to_datetime(wanted[t]).astype("datetime64[ns]")
-    for key in keys:
-        wanted[key] = wanted[key].astype(str)
-    rows = _read_rows(features_dir, spec, [t, *keys], ["train", "validation"])[[t, *keys]]
-    rows = pd.concat([rows, wanted], ignore_index=True).drop_duplicates().reset_index(drop=True)
+    t = spec.time_column
     r, c = panel.locate(rows, t)
-    at_origin = panel.forward_filled()[r, c][:, None]
-    back = np.stack([seasonal_naive_points(panel, r, c, H, season_length, k)[0] for k in range(3)])
+    h = np.asarray(horizons, dtype=int)
+    filled = panel.forward_filled()
+    at_origin = filled[r, c]
+    back = np.stack(
+        [
+            _values_at(panel, filled, r, c + _seasonal_lag(h, season_length, k))[0]
+            for k in range(_SEASONAL_MEAN_SEASONS)
+        ]
+    )
     naive = np.where(np.isnan(back[0]), at_origin, back[0])
     count = np.sum(~np.isnan(back), axis=0)
-    total = np.nansum(back, axis=0)
-    mean = np.divide(total, count, out=naive.copy(), where=count > 0)
+    mean = np.divide(np.nansum(back, axis=0), count, out=naive.copy(), where=count > 0)
     # The same mean for the origin period itself: the seasonal change from there to t + h.
-    lagged = [c - season_length * k for k in range(1, 4)]
-    before = np.stack([np.where(j >= 0, panel.values[r, np.maximum(j, 0)], np.nan) for j in lagged])
+    lagged = [c - season_length * k for k in range(1, _SEASONAL_MEAN_SEASONS + 1)]
+    before = np.stack([_values_at(panel, filled, r, j)[0] for j in lagged])
     count0 = np.sum(~np.isnan(before), axis=0)
-    mean0 = np.divide(
-        np.nansum(before, axis=0), count0, out=at_origin[:, 0].copy(), where=count0 > 0
+    mean0 = np.divide(np.nansum(before, axis=0), count0, out=at_origin.copy(), where=count0 > 0)
+    out = rows.reset_index(drop=True).copy()
+    out[t] = pd.to_datetime(out[t]).dt.date
+    for key in spec.series_keys:
+        out[key] = out[key].astype(str)
+    return out.assign(
+        **{
+            _HORIZON: h.astype(np.int32),
+            "seasonal_naive_at_h": naive,
+            "seasonal_mean_at_h": mean,
+            "seasonal_mean_origin": mean0,
+            "seasonal_change_at_h": mean - mean0,
+        }
     )
-    out = rows.assign(**{t: rows[t].dt.date, "seasonal_mean_origin": mean0})
-    for h in range(1, H + 1):
-        out[f"seasonal_naive_h{h}"] = naive[:, h - 1]
-        out[f"seasonal_mean_h{h}"] = mean[:, h - 1]
-        out[f"seasonal_change_h{h}"] = mean[:, h - 1] - mean0
-    return out
 
 
 def _gbt_inputs(
     frame: SparkFrame,
     spec: FeatureSpec,
-    horizon: Any,
     families: dict[str, list[str]],
     level: Sequence[str],
-    spread: Sequence[str] = (),
+    change: Sequence[str],
 ) -> SparkFrame:
-    """Add the pooled-model columns and scale the label and the level features.
+    """Add the label and the per-horizon family values; scale the label and the levels.
 
     With ``y0`` the target at the origin and ``std`` the series' training standard deviation:
     the label is ``(y_{t+h} − y0) / std``, each level feature ``f`` becomes ``(f − y0) / std``,
-    each ``spread`` feature (a difference in target units) ``f / std``, and the target at the
-    origin becomes ``(y0 − mean) / std``. ``y0`` is kept in ``_REF``.
+    each ``change`` feature (a difference in target units) ``f / std``, and the target at the
+    origin ``(y0 − mean) / std``. ``y0`` is kept in ``_REF``.
     """
     from pyspark.sql import functions as F
 
     ref, std = F.col(_REF), F.col(_STD)
-    out = frame.withColumn(_HORIZON, horizon.cast("int")).withColumn(_REF, F.col(spec.target))
+    out = frame.withColumn(_REF, F.col(spec.target))
     target = F.element_at(F.array(*[F.col(c) for c in spec.target_columns]), F.col(_HORIZON))
     out = out.withColumn(_LABEL, (target - ref) / std)
     for base, columns in families.items():
@@ -884,7 +916,7 @@ def _gbt_inputs(
     for column in level:
         if column != spec.target:
             out = out.withColumn(column, (F.col(column) - ref) / std)
-    for column in spread:
+    for column in change:
         out = out.withColumn(column, F.col(column) / std)
     return out.withColumn(spec.target, (ref - F.col(_MEAN)) / std)
 
@@ -901,26 +933,30 @@ def gbt(
     """Gradient-boosted-tree forecasts of ``origins`` with Spark ML (model ``"gbt"``).
 
     One pooled ``GBTRegressor`` for all horizons, the horizon being a feature. Spark's cost is
-    dominated by a fixed ~0.1 s per job (one job per tree level), not by the rows, so twelve
-    per-horizon models would cost about twelve times one. Each training origin contributes one
-    (origin, horizon) row with a random horizon, sampled down to ``config.gbt_max_rows`` rows,
-    so the training set does not grow with H.
+    a fixed ~0.1 s or more per job (a few jobs per tree) plus a pass over the rows per tree
+    level, so twelve per-horizon models would cost about twelve times one. Each training origin
+    contributes one (origin, horizon) row with a random horizon, sampled down to
+    ``config.gbt_max_rows`` rows, so the training set does not grow with H. The (origin,
+    horizon) rows are drawn in pandas (seeded) and joined to the feature rows in Spark.
 
-    Label: the target ``h`` periods ahead scaled by its series, ``(y − mean) / std`` with the
-    training mean and standard deviation of ``statistics.json``, so series of any size share the
-    trees. Features: ``spec.numeric``, where those in target units (the target, its lags and
-    rolling means: see :func:`_level_features`) are scaled like the label; string categoricals
-    (the series keys...) through ``StringIndexer``, treated as categories by the trees; integer
-    categoricals as numbers, except families of per-horizon columns (``<base>_h1..H``, see
+    Label: ``(y_{t+h} − y_t) / std``, the change from the origin scaled by the series'
+    training standard deviation (``statistics.json``), so series of any size share the trees
+    and a trend carrying the test period above the training range does not push the label out
+    of the range the trees saw (trees do not extrapolate: with ``(y − mean) / std`` the GBT
+    lost to seasonal naive on tiny crop data, whose test period lies 0.7 std above training).
+    Features (see :func:`_gbt_inputs`): ``spec.numeric``,
+    those in target units (the target, its lags and rolling means: :func:`_level_features`)
+    relative to ``y_t`` and scaled like the label; string categoricals (the series keys...)
+    through ``StringIndexer``, treated as categories by the trees; integer categoricals as
+    numbers, except families of per-horizon columns (``<base>_h1..H``,
     :func:`horizon_families`), which become one column, the value at the row's horizon; the
-    horizon; and, scaled like the label, the seasonal-naive value of the target period and the
-    mean of the values one to three seasons before it (see :func:`_seasonal_features`; the
-    feature columns hold lags of the origin, not of the target period, which the trees cannot
-    line up with the season on their own).
+    horizon; and seasonal references of the target period from the reconstructed series
+    (:func:`_seasonal_rows`): the feature columns hold lags of the origin, which the trees
+    cannot line up with the target period's season on their own.
 
     Quantiles are conformal: the 10 / 50 / 90 % quantiles of the validation residuals (scaled
     label minus prediction) of each horizon are added to the prediction, which is then scaled
-    back (the median shifts the squared-error fit towards the median).
+    back (the median also moves the squared-error fit towards the median).
 
     Args:
         spark: The SparkSession.
@@ -943,16 +979,15 @@ def gbt(
 
     config = config or BaselineConfig()
     started = time.perf_counter()
-    info = read_split_info(features_dir, spec)
+    read_split_info(features_dir, spec)
     t, keys, H = spec.time_column, list(spec.series_keys), spec.horizon
+    rng = np.random.default_rng(config.seed)
     stats = json.loads((Path(features_dir) / "statistics.json").read_text())
     scales = series_scales(features_dir, spec).rename(
         columns={"target_mean": _MEAN, "target_std": _STD}
     )
     features = spark.read.parquet(str(Path(features_dir) / "features"))
     features = features.join(F.broadcast(spark.createDataFrame(scales)), keys, "inner")
-    seasonal = _seasonal_features(features_dir, spec, origins, season_length)
-    features = features.join(spark.createDataFrame(seasonal), [t, *keys], "left")
 
     # Use what the dataset holds: one built with an older spec lacks some columns.
     present = set(features.columns)
@@ -972,39 +1007,59 @@ def gbt(
     in_family = {c for columns in families.values() for c in columns}
     plain = [c for c in spec.numeric if c in present and c not in in_family]
     categorical = [c for c in spec.categorical if c in present and c not in in_family]
-    families.update(
-        {
-            base: [f"{base}_h{h}" for h in range(1, H + 1)]
-            for base in ("seasonal_naive", "seasonal_mean", "seasonal_change")
-        }
-    )
     schema = {f.name: f.dataType for f in features.schema.fields}
     strings = [c for c in categorical if isinstance(schema[c], T.StringType)]
     numeric = [
         *plain,
-        "seasonal_mean_origin",
         *(c for c in categorical if c not in strings),
         *(f"{base}_at_h" for base in families),
+        *_SEASONAL_LEVEL,
+        *_SEASONAL_CHANGE,
         _HORIZON,
     ]
     indexed = [f"{c}_idx" for c in strings]
     vocabularies = stats.get("categorical", {})
     vocab = max([len(vocabularies.get(c, {}).get("vocabulary", [])) for c in strings] or [0])
 
-    train_all = features.where(F.col(SPLIT) == "train")
-    level = _level_features(train_all, spec, plain)
-    level += ["seasonal_naive_at_h", "seasonal_mean_at_h", "seasonal_mean_origin"]
-    spread = ["seasonal_change_at_h"]
+    # The (origin, horizon) rows: training origins sampled with one random horizon each,
+    # validation origins sampled with every horizon, the origins with every horizon.
+    panel = SeriesPanel.from_series(load_series(features_dir, spec), spec)
+    split_rows = _read_rows(features_dir, spec, [t, *keys], ["train", "validation"])
+    train_origins = split_rows[split_rows[SPLIT] == "train"][[t, *keys]]
+    train_origins = train_origins.iloc[
+        np.sort(rng.permutation(len(train_origins))[: config.gbt_max_rows])
+    ]
+    train_rows = _seasonal_rows(
+        panel, train_origins, rng.integers(1, H + 1, len(train_origins)), spec, season_length
+    )
+    val_origins = split_rows[split_rows[SPLIT] == "validation"][[t, *keys]]
+    val_origins = val_origins.iloc[
+        np.sort(rng.permutation(len(val_origins))[: max(1, config.gbt_max_rows // H)])
+    ]
+    all_h = np.tile(np.arange(1, H + 1), len(val_origins))
+    val_rows = _seasonal_rows(
+        panel,
+        val_origins.iloc[np.repeat(np.arange(len(val_origins)), H)],
+        all_h,
+        spec,
+        season_length,
+    )
+    wanted = origins[[t, *keys]].assign(**{_ROW: np.arange(len(origins), dtype=np.int64)})
+    wanted = wanted.iloc[np.repeat(np.arange(len(wanted)), H)]
+    pred_rows = _seasonal_rows(
+        panel, wanted, np.tile(np.arange(1, H + 1), len(origins)), spec, season_length
+    )
+
+    level = _level_features(features.where(F.col(SPLIT) == "train"), spec, plain)
     log.info("gbt: %d features scaled like the target: %s", len(level), ", ".join(level))
+    level += list(_SEASONAL_LEVEL)
 
-    # Training rows: one random horizon per origin, sampled down to gbt_max_rows.
-    n_train = int(stats.get("rows") or 0) or train_all.count()
-    fraction = min(1.0, config.gbt_max_rows / max(n_train, 1))
-    train = train_all.where(F.rand(config.seed) < fraction) if fraction < 1 else train_all
-    horizon = F.floor(F.rand(config.seed + 1) * H) + 1
-    train = _gbt_inputs(train, spec, horizon, families, level, spread)
-    train = train.select(*strings, *numeric, _LABEL).where(F.col(_LABEL).isNotNull()).cache()
+    def joined(rows: pd.DataFrame) -> SparkFrame:
+        frame = features.join(spark.createDataFrame(rows), [t, *keys], "inner")
+        return _gbt_inputs(frame, spec, families, level, _SEASONAL_CHANGE)
 
+    train = joined(train_rows).select(*strings, *numeric, _LABEL)
+    train = train.where(F.col(_LABEL).isNotNull()).cache()
     pipeline = Pipeline(
         stages=[
             StringIndexer(inputCols=strings, outputCols=indexed, handleInvalid="keep"),
@@ -1019,36 +1074,25 @@ def gbt(
                 stepSize=config.gbt_step_size,
                 maxBins=max(32, vocab + 1),
                 seed=config.seed,
-                **_GBT_EXTRA,
             ),
         ]
     )
     fit_started = time.perf_counter()
     model = pipeline.fit(train)
-    rows_trained = train.count()
     train.unpersist()
     log.info(
         "gbt: %d trees of depth %d on %d rows in %.1fs",
         config.gbt_max_iter,
         config.gbt_max_depth,
-        rows_trained,
+        len(train_rows),
         time.perf_counter() - fit_started,
     )
 
-    every_horizon = F.explode(F.sequence(F.lit(1), F.lit(H)))
-
-    # Conformal quantiles: validation residuals of every horizon (origins sampled down).
-    val = features.where(F.col(SPLIT) == "validation")
-    # Validation rows ~ origins × series (split.json), without a counting job.
-    val_rows = int(info["splits"]["validation"]["origins"]) * max(len(scales), 1)
-    val_fraction = min(1.0, config.gbt_max_rows / max(val_rows * H, 1))
-    if val_fraction < 1.0:
-        val = val.where(F.rand(config.seed + 2) < val_fraction)
-    val = _gbt_inputs(val.withColumn(_H, every_horizon), spec, F.col(_H), families, level, spread)
+    # Conformal quantiles: validation residuals of every horizon.
     residual = F.col(_LABEL) - F.col("prediction")
     levels = F.array(*[F.lit(q) for q in (LOWER, 0.5, UPPER)])
     table = (
-        model.transform(val.where(F.col(_LABEL).isNotNull()))
+        model.transform(joined(val_rows).where(F.col(_LABEL).isNotNull()))
         .groupBy(_HORIZON)
         .agg(F.percentile_approx(residual, levels, 10_000).alias("q"))
         .collect()
@@ -1059,20 +1103,11 @@ def gbt(
         raise ValueError(f"gbt: no validation residuals for horizons {missing}")
     resid_q = np.array([offsets[h] for h in range(1, H + 1)])  # [H, 3]
 
-    # Forecasts of the origins, matched back to them by row number.
-    wanted = origins[[t, *keys]].copy()
-    wanted[t] = pd.to_datetime(wanted[t]).dt.date
-    for key in keys:
-        wanted[key] = wanted[key].astype(str)
-    wanted[_ROW] = np.arange(len(wanted), dtype=np.int64)
-    joined = features.join(F.broadcast(spark.createDataFrame(wanted)), [t, *keys], "inner")
-    joined = _gbt_inputs(
-        joined.withColumn(_H, every_horizon), spec, F.col(_H), families, level, spread
-    )
-    predicted = model.transform(joined).select(_ROW, _HORIZON, "prediction", _REF, _STD)
+    # Forecasts of the origins, matched back to them by row number and horizon.
+    predicted = model.transform(joined(pred_rows)).select(_ROW, _HORIZON, "prediction", _REF, _STD)
     predicted = predicted.toPandas()
-    found = predicted[_ROW].nunique()
-    if found != len(origins) or len(predicted) != len(origins) * H:
+    if len(predicted) != len(pred_rows):
+        found = predicted[_ROW].nunique()
         raise ValueError(
             f"gbt: {len(origins) - found} of {len(origins)} origins are not (unique) rows of "
             "the dataset"

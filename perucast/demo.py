@@ -11,6 +11,7 @@ import argparse
 import json
 import logging
 import time
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -263,6 +264,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--workers", type=int, default=2, help="local training workers")
     args = parser.parse_args(argv)
     setup_logging("WARNING")
+    # PySpark 4.3 warns on every toPandas() under pandas 3 (the conversions used here work).
+    warnings.filterwarnings("ignore", message="PySpark does not yet fully support pandas")
     # Long steps report progress: training epochs and the baselines' fits.
     for name in ("perucast.train", "perucast.evaluate", "perucast.baselines"):
         logging.getLogger(name).setLevel(logging.INFO)

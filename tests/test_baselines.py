@@ -145,9 +145,9 @@ def test_config_is_strict_and_frozen():
 
 def test_season_position_is_the_calendar_position():
     months = pd.date_range("2001-01-01", periods=24, freq="MS")
-    assert B.season_position(months, 12).tolist() == list(range(12)) * 2
+    assert B.calendar_position(months, 12).tolist() == list(range(12)) * 2
     weeks = pd.date_range("2000-01-03", periods=52 * 30, freq="W-MON")
-    pos = B.season_position(weeks, 52)
+    pos = B.calendar_position(weeks, 52)
     assert pos.min() == 0 and pos.max() == 51
     # Calendar-aligned: the first Monday of January is in position 0 or 1 in every year.
     january = pos[(weeks.month == 1) & (weeks.day <= 7)]
