@@ -42,6 +42,7 @@ Baseline = Literal["seasonal_naive", "ets", "gbt"]
 CANDIDATE, BLESSED, ORACLE = "network", "blessed", "oracle"
 # The margin by which the candidate must beat seasonal naive (the issue's goals).
 DEFAULT_NAIVE_MARGIN = {"crop_demand": 0.25, "fish_stock": 0.20}
+DEFAULT_TOLERANCE = 0.02  # how much worse than the served model a candidate may be
 PREDICT_BATCH = 8192
 
 
@@ -71,11 +72,20 @@ class EvaluateConfig(BaseModel):
     )
 
     def resolved_blessing(self) -> BlessingConfig:
-        return self.blessing or BlessingConfig(
-            metric="mase",
-            min_improvement_vs_naive=DEFAULT_NAIVE_MARGIN.get(self.use_case, 0.0),
-            max_regression_vs_blessed=0.02,
-        )
+        return self.blessing or default_blessing(self.use_case)
+
+
+def default_blessing(
+    use_case: str, margin: float | None = None, tolerance: float = DEFAULT_TOLERANCE
+) -> BlessingConfig:
+    """MASE, the use case's margin vs seasonal naive (or ``margin``), ``tolerance`` vs blessed."""
+    return BlessingConfig(
+        metric="mase",
+        min_improvement_vs_naive=DEFAULT_NAIVE_MARGIN.get(use_case, 0.0)
+        if margin is None
+        else margin,
+        max_regression_vs_blessed=tolerance,
+    )
 
 
 @dataclass
@@ -85,15 +95,6 @@ class EvaluateResult:
     goals_passed: bool
     headline: dict[str, dict[str, float | None]]
     seconds: float
-
-
-def _read_split(features_dir: Path, split: str) -> pd.DataFrame:
-    import pyarrow.parquet as pq
-
-    path = features_dir / "features" / f"split={split}"
-    if not path.is_dir():
-        raise FileNotFoundError(f"no {split} split in {features_dir} (expected {path})")
-    return pq.read_table(path).to_pandas()
 
 
 def model_forecasts(
@@ -212,6 +213,7 @@ def evaluate(config: EvaluateConfig, spark=None) -> EvaluateResult:
     """Run the backtest, score, decide the blessing and write the output directory."""
     from models import get_use_case
     from perucast import baselines as bl
+    from perucast.datasets import read_features
     from perucast.evaluation import MASE_FACTORS, bless, goals, score, series_scales
     from perucast.evaluation_report import write_report
     from perucast.export import read_metadata
@@ -232,8 +234,7 @@ def evaluate(config: EvaluateConfig, spark=None) -> EvaluateResult:
         )
 
     origins = bl.backtest_origins(features_dir, spec, "test", config.baseline_config.stride)
-    test = _read_split(features_dir, "test")
-    test[spec.time_column] = pd.to_datetime(test[spec.time_column])
+    test = read_features(features_dir, spec, splits=["test"])
     wanted = set(pd.to_datetime(origins[spec.time_column]))
     rows = test[test[spec.time_column].isin(wanted)].sort_values([spec.time_column, *keys])
     log.info(
@@ -283,8 +284,8 @@ def evaluate(config: EvaluateConfig, spark=None) -> EvaluateResult:
     first_test = pd.Timestamp(split_info["splits"]["test"]["first"])
     history = series[series[spec.time_column] < first_test]
     scales = series_scales(history, spec.time_column, keys, spec.target, season)
-    segments = ["horizon", *keys] if len(keys) > 1 else ["horizon"]
-    scored = score(forecasts, scales, keys, segments=[s for s in segments if s != "horizon"])
+    # Segments: each series key (crop and region; zone).
+    scored = score(forecasts, scales, keys)
     goal_list = goals(scored, MASE_FACTORS.get(config.use_case, 1.0))
     blessing = bless(
         scored,
@@ -293,8 +294,7 @@ def evaluate(config: EvaluateConfig, spark=None) -> EvaluateResult:
     )
 
     # The planner's view: forecasts from each series' latest origin (the inference split).
-    inference = _read_split(features_dir, "inference")
-    inference[spec.time_column] = pd.to_datetime(inference[spec.time_column])
+    inference = read_features(features_dir, spec, splits=["inference"])
     latest_rows = inference.sort_values(spec.time_column).groupby(keys).tail(1)
     latest = model_forecasts(config.model_dir, latest_rows, spec, CANDIDATE, with_actuals=False)
     plan = advice(config.use_case, latest, inference, config.service_level)
@@ -321,7 +321,7 @@ def evaluate(config: EvaluateConfig, spark=None) -> EvaluateResult:
             blessing,
             forecasts,
             series_keys=keys,
-            history=history.rename(columns={spec.target: spec.target}),
+            history=history,
             time_column=spec.time_column,
             target=spec.target,
             title=f"{uc.title}: evaluation of version {Path(config.model_dir).name}",
@@ -413,7 +413,7 @@ def cli(
     ] = None,
     max_regression_vs_blessed: Annotated[
         float, typer.Option(help="Blessing tolerance vs the blessed model.")
-    ] = 0.02,
+    ] = DEFAULT_TOLERANCE,
     service_level: Annotated[float, typer.Option(help="Order service level (crops).")] = 0.9,
 ) -> None:
     """Backtest a candidate model, score it against baselines, decide its blessing."""
@@ -431,14 +431,8 @@ def cli(
             blessed_model_dir=blessed_model_dir,
             baselines=tuple(b.strip() for b in baselines.split(",") if b.strip()),
             baseline_config=BaselineConfig(stride=stride),
-            blessing=BlessingConfig(
-                metric="mase",
-                min_improvement_vs_naive=(
-                    DEFAULT_NAIVE_MARGIN.get(use_case, 0.0)
-                    if min_improvement_vs_naive is None
-                    else min_improvement_vs_naive
-                ),
-                max_regression_vs_blessed=max_regression_vs_blessed,
+            blessing=default_blessing(
+                use_case, min_improvement_vs_naive, max_regression_vs_blessed
             ),
             service_level=service_level,
         )

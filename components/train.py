@@ -160,17 +160,13 @@ def load_split(
     ``scale`` is the row's scale in the network (``models.network.row_scale``), so the
     weighted loss is the pinball loss in the network's scaled space.
     """
-    import pyarrow.parquet as pq
-
     from models import get_use_case
     from models.network import input_dtypes, row_scale
+    from perucast.datasets import read_features
 
-    path = Path(features_dir) / "features" / f"split={split}"
-    if not path.is_dir():
-        raise FileNotFoundError(f"no {split} split in {features_dir} (expected {path})")
     dtypes = input_dtypes(spec, statistics)
-    table = pq.read_table(path, columns=[*dtypes, *spec.target_columns])
-    frame = table.to_pandas()
+    columns = [spec.time_column, *dtypes, *spec.target_columns]
+    frame = read_features(features_dir, spec, columns, [split])
     inputs = {
         name: (
             frame[name].astype(str).to_numpy(dtype=object)
@@ -329,8 +325,9 @@ def run_worker(config: TrainConfig) -> TrainResult | None:
     output_dir = Path(config.output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
     scratch = Path(tempfile.mkdtemp(prefix=f"perucast-worker{index}-"))
-    with strategy.scope():
-        model = build_network(
+
+    def network():
+        return build_network(
             spec,
             uc.network_spec(),
             statistics,
@@ -339,6 +336,9 @@ def run_worker(config: TrainConfig) -> TrainResult | None:
             seed=config.seed,
             profile=profile,
         )
+
+    with strategy.scope():
+        model = network()
         model.compile(
             optimizer=keras.optimizers.Adam(config.learning_rate),
             loss=pinball_loss(),
@@ -397,15 +397,7 @@ def run_worker(config: TrainConfig) -> TrainResult | None:
     # Export a plain copy built outside the strategy: saving the distributed model would run
     # collectives (every worker would have to save, and that takes tens of seconds on CPU);
     # reading the mirrored weights does not.
-    plain = build_network(
-        spec,
-        uc.network_spec(),
-        statistics,
-        hidden_units=config.hidden_units,
-        dropout=config.dropout,
-        seed=config.seed,
-        profile=profile,
-    )
+    plain = network()
     plain.set_weights(model.get_weights())
     version_dir = export_model(
         plain,

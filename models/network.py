@@ -157,6 +157,16 @@ def _numeric_scaling(
     return kinds, names, np.asarray(offsets, np.float32), np.asarray(scales, np.float32)
 
 
+def series_rows(
+    inputs: Mapping[str, np.ndarray], spec: FeatureSpec, statistics: Mapping[str, Any]
+) -> np.ndarray:
+    """Row of each input row's series in the ``series_table`` arrays (0: unknown series)."""
+    ids = series_table(spec, statistics)[0]
+    index = {s: i + 1 for i, s in enumerate(ids)}
+    keys = zip(*(np.asarray(inputs[k]).astype(str) for k in spec.series_keys), strict=True)
+    return np.array([index.get(s, 0) for s in series_ids(keys)], dtype=np.int64)
+
+
 def row_scale(
     inputs: Mapping[str, np.ndarray],
     spec: FeatureSpec,
@@ -167,10 +177,8 @@ def row_scale(
 
     The training loss weights rows by ``1 / scale`` (the pinball loss in the scaled space).
     """
-    ids, mean, std = series_table(spec, statistics)
-    index = {s: i + 1 for i, s in enumerate(ids)}
-    keys = zip(*(np.asarray(inputs[k]).astype(str) for k in spec.series_keys), strict=True)
-    rows = np.array([index.get(s, 0) for s in series_ids(keys)], dtype=np.int64)
+    _, mean, std = series_table(spec, statistics)
+    rows = series_rows(inputs, spec, statistics)
     if network.scale_by == "level":
         level = np.asarray(inputs[network.level_column], dtype=np.float32)
         scale = np.maximum(np.abs(level), np.maximum(0.01 * np.abs(mean[rows]), 1e-6))
@@ -205,17 +213,15 @@ def seasonal_profile(
     if network.season_phase is None or network.level_column is None:
         return None
     sin_col, cos_col, m = network.season_phase
-    ids, _, _ = series_table(spec, statistics)
-    index = {s: i + 1 for i, s in enumerate(ids)}
-    keys = zip(*(np.asarray(inputs[k]).astype(str) for k in spec.series_keys), strict=True)
-    rows = np.array([index.get(s, 0) for s in series_ids(keys)], dtype=np.int64)
+    rows = series_rows(inputs, spec, statistics)
     pos = season_position(np.asarray(inputs[sin_col]), np.asarray(inputs[cos_col]), m)
     _, scale = row_scale(inputs, spec, network, statistics)
     dev = np.asarray(inputs[spec.target], float) - np.asarray(inputs[network.level_column], float)
     dev = dev / scale
     ok = np.isfinite(dev)
-    sums = np.zeros((len(ids) + 1, m))
-    counts = np.zeros((len(ids) + 1, m))
+    size = len(statistics["series"]) + 1
+    sums = np.zeros((size, m))
+    counts = np.zeros((size, m))
     np.add.at(sums, (rows[ok], pos[ok]), dev[ok])
     np.add.at(counts, (rows[ok], pos[ok]), 1.0)
     profile = np.divide(sums, counts, out=np.zeros_like(sums), where=counts > 0)

@@ -35,6 +35,7 @@ import numpy as np
 import pandas as pd
 from pydantic import BaseModel, ConfigDict, Field
 
+from perucast.datasets import SPLIT, read_features
 from perucast.forecasts import wide_to_long
 
 if TYPE_CHECKING:
@@ -45,7 +46,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("perucast.baselines")
 
-SPLIT = "split"
 GAP = "gap"  # split label of series values reconstructed from targets inside a gap
 SPLITS = ("train", "validation", "test", "inference")
 # The 80 % central interval of the forecast quantiles (p10, p90) and its normal quantile.
@@ -108,32 +108,7 @@ def read_split_info(features_dir: Path | str, spec: FeatureSpec | None = None) -
     return info
 
 
-def _read_rows(
-    features_dir: Path | str,
-    spec: FeatureSpec,
-    columns: Sequence[str],
-    splits: Sequence[str] | None = None,
-) -> pd.DataFrame:
-    """Rows of the feature dataset (some columns, some splits) with a ``split`` column.
-
-    The time column comes back as ``datetime64[ns]`` and the series keys as strings.
-    """
-    import pyarrow.dataset as pads
-
-    root = Path(features_dir) / "features"
-    if not root.is_dir():
-        raise FileNotFoundError(f"{root} does not exist: not a preprocessed feature dataset")
-    dataset = pads.dataset(root, format="parquet", partitioning="hive")
-    flt = None if splits is None else pads.field(SPLIT).isin(list(splits))
-    frame = dataset.to_table(columns=[*columns, SPLIT], filter=flt).to_pandas()
-    frame[spec.time_column] = pd.to_datetime(frame[spec.time_column]).astype("datetime64[ns]")
-    for key in spec.series_keys:
-        frame[key] = frame[key].astype(str)
-    frame[SPLIT] = frame[SPLIT].astype(str)
-    return frame
-
-
-def series_scales(features_dir: Path | str, spec: FeatureSpec) -> pd.DataFrame:
+def series_target_stats(features_dir: Path | str, spec: FeatureSpec) -> pd.DataFrame:
     """Per-series ``target_mean`` and ``target_std`` of the training split (``statistics.json``).
 
     A missing, non-finite or zero standard deviation becomes the mean absolute target (or 1),
@@ -178,7 +153,7 @@ def load_series(features_dir: Path | str, spec: FeatureSpec) -> pd.DataFrame:
     """
     read_split_info(features_dir, spec)
     t, keys, target = spec.time_column, list(spec.series_keys), spec.target
-    rows = _read_rows(features_dir, spec, [t, *keys, target, *spec.target_columns])
+    rows = read_features(features_dir, spec, [t, *keys, target, *spec.target_columns])
     rows = rows.sort_values([*keys, t], kind="stable").reset_index(drop=True)
     offset = pd.tseries.frequencies.to_offset(spec.period)
     following = rows.groupby(keys, sort=False)[t].shift(-1)
@@ -217,7 +192,7 @@ def backtest_origins(
         raise ValueError(f"stride must be at least 1, got {stride}")
     read_split_info(features_dir, spec)
     t, keys = spec.time_column, list(spec.series_keys)
-    rows = _read_rows(features_dir, spec, [t, *keys, *spec.target_columns], [split])
+    rows = read_features(features_dir, spec, [t, *keys, *spec.target_columns], [split])
     times = np.sort(rows[t].unique())[::stride]
     rows = rows.loc[rows[t].isin(times), [t, *keys, *spec.target_columns]]
     return rows.sort_values([t, *keys], kind="stable").reset_index(drop=True)
@@ -435,7 +410,7 @@ def seasonal_naive(
 
 def _series_std(panel: SeriesPanel, features_dir: Path | str, spec: FeatureSpec) -> np.ndarray:
     """Training standard deviation of each panel series (``statistics.json``), panel order."""
-    scales = series_scales(features_dir, spec)
+    scales = series_target_stats(features_dir, spec)
     keys = list(spec.series_keys)
     merged = panel.keys.merge(scales, on=keys, how="left")
     std = merged["target_std"].to_numpy(dtype=float)
@@ -983,7 +958,7 @@ def gbt(
     t, keys, H = spec.time_column, list(spec.series_keys), spec.horizon
     rng = np.random.default_rng(config.seed)
     stats = json.loads((Path(features_dir) / "statistics.json").read_text())
-    scales = series_scales(features_dir, spec).rename(
+    scales = series_target_stats(features_dir, spec).rename(
         columns={"target_mean": _MEAN, "target_std": _STD}
     )
     features = spark.read.parquet(str(Path(features_dir) / "features"))
@@ -1024,7 +999,7 @@ def gbt(
     # The (origin, horizon) rows: training origins sampled with one random horizon each,
     # validation origins sampled with every horizon, the origins with every horizon.
     panel = SeriesPanel.from_series(load_series(features_dir, spec), spec)
-    split_rows = _read_rows(features_dir, spec, [t, *keys], ["train", "validation"])
+    split_rows = read_features(features_dir, spec, [t, *keys], ["train", "validation"])
     train_origins = split_rows[split_rows[SPLIT] == "train"][[t, *keys]]
     train_origins = train_origins.iloc[
         np.sort(rng.permutation(len(train_origins))[: config.gbt_max_rows])

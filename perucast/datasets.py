@@ -1,11 +1,13 @@
-"""Reading raw data sets back: one table as pandas, and the oracle's MASE (how hard the data is).
+"""Reading data sets back: one raw table or the feature dataset as pandas, and the oracle's MASE.
 
-Used by the demo, the generator calibration tests and, later, evaluation, so every figure of
-"how close to the best possible forecast" is computed one way.
+Used by the demo, the generator calibration tests, training and evaluation, so every step reads
+the feature dataset one way and every figure of "how close to the best possible forecast" is
+computed one way.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -14,6 +16,7 @@ import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
 from models import get_use_case
+from models.base import FeatureSpec
 from perucast.io import table_file
 from perucast.metrics import mase
 
@@ -31,6 +34,41 @@ def read_table(directory: Path | str, table: str, columns: list[str] | None = No
         return pq.read_table(path, columns=columns).to_pandas()
     frame = pacsv.read_csv(path).to_pandas()
     return frame[columns] if columns is not None else frame
+
+
+SPLIT = "split"  # the hive partition column of the feature dataset
+
+
+def read_features(
+    features_dir: Path | str,
+    spec: FeatureSpec,
+    columns: Sequence[str] | None = None,
+    splits: Sequence[str] | None = None,
+) -> pd.DataFrame:
+    """Rows of the feature dataset (some or all columns, some or all splits) with ``split``.
+
+    The time column comes back as ``datetime64[ns]`` and the series keys as strings.
+
+    Raises:
+        FileNotFoundError: when ``features/`` is missing, or a requested split has no rows.
+    """
+    import pyarrow.dataset as pads
+
+    root = Path(features_dir) / "features"
+    if not root.is_dir():
+        raise FileNotFoundError(f"{root} does not exist: not a preprocessed feature dataset")
+    dataset = pads.dataset(root, format="parquet", partitioning="hive")
+    flt = None if splits is None else pads.field(SPLIT).isin(list(splits))
+    wanted = None if columns is None else [*columns, SPLIT]
+    frame = dataset.to_table(columns=wanted, filter=flt).to_pandas()
+    frame[spec.time_column] = pd.to_datetime(frame[spec.time_column]).astype("datetime64[ns]")
+    for key in spec.series_keys:
+        frame[key] = frame[key].astype(str)
+    frame[SPLIT] = frame[SPLIT].astype(str)
+    missing = sorted(set(splits or ()) - set(frame[SPLIT]))
+    if missing:
+        raise FileNotFoundError(f"no rows of split(s) {missing} in {root}")
+    return frame
 
 
 def oracle_mase(directory: Path | str, use_case_name: str, years: int = 2) -> float:

@@ -89,10 +89,8 @@ def code_revision(repo: Path | str | None = None) -> str:
 
 
 def data_version(features_dir: Path | str) -> dict[str, str]:
-    """A fingerprint of the feature dataset: MD5 of its split and statistics files.
-
-    Also records the raw data's DVC/git revision when the preprocessing report names one.
-    """
+    """A fingerprint of the feature dataset: MD5 of its split and statistics files, and the
+    raw data directory its preprocessing read (from ``report.json``)."""
     features_dir = Path(features_dir)
     digest = hashlib.md5()
     for name in ("split.json", "statistics.json"):
@@ -105,12 +103,6 @@ def data_version(features_dir: Path | str) -> dict[str, str]:
         source = json.loads(report.read_text()).get("input_dir")
         if source:
             out["input_dir"] = str(source)
-            ingest = Path(source).parent / "ingest.json"
-            if ingest.exists():
-                meta = json.loads(ingest.read_text())
-                for key in ("rev", "commit", "source"):
-                    if key in meta:
-                        out[f"ingest_{key}"] = str(meta[key])
     return out
 
 

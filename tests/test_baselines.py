@@ -340,7 +340,7 @@ def test_frames_share_origins_and_actuals(crop_frames):
 def test_gbt_beats_a_constant_forecast(crop_frames, crop_features):
     spec, _, frames = crop_frames
     frame = frames["gbt"]
-    scales = B.series_scales(crop_features, spec)
+    scales = B.series_target_stats(crop_features, spec)
     constant = frame.merge(scales, on=list(spec.series_keys))["target_mean"].to_numpy()
     error = np.mean(np.abs(frame["p50"] - frame["actual"]))
     assert error < 0.6 * np.mean(np.abs(constant - frame["actual"]))

@@ -89,6 +89,10 @@ def test_report_and_advice_are_written(evaluated):
     for name in ("report.md", "report.html", "metrics.json", "by_horizon_wide.csv"):
         assert (report / name).stat().st_size > 0, name
     assert "data:image/png;base64," in (report / "report.html").read_text()
+    # Scores per horizon and per segment (the zone) for every model.
+    scores = json.loads((report / "metrics.json").read_text())["scores"]
+    assert sorted(scores["network"]["zone"]) == ["centre", "north", "south"]
+    assert sorted(scores["network"]["horizon"], key=int) == [str(h) for h in range(1, 7)]
     advice = pd.read_csv(out / "advice.csv")
     assert sorted(advice["zone"]) == ["centre", "north", "south"]
     assert ((advice["prob_below_limit"] >= 0) & (advice["prob_below_limit"] <= 1)).all()
