@@ -35,6 +35,16 @@ java: ## Install OpenJDK 17 with apt when java is missing (Spark needs it)
 	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq openjdk-17-jre-headless; \
 	fi
 
+bench-tools: ## Install the serving load generators with apt when missing: h2load (nghttp2-client, gRPC) and wrk (REST)
+	@missing=""; \
+	command -v h2load >/dev/null 2>&1 || missing="$$missing nghttp2-client"; \
+	command -v wrk >/dev/null 2>&1 || missing="$$missing wrk"; \
+	if [ -n "$$missing" ]; then \
+	  echo "installing$$missing with apt"; \
+	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq $$missing; \
+	fi
+
 demo: install ## Run the end-to-end demo on the embedded default (small data) and show the results
 	$(PY) -m perucast.demo --out $(DEMO_DIR)
 
@@ -48,6 +58,10 @@ lint: install ## Lint with ruff
 format: install ## Format and auto-fix with ruff
 	$(VENV)/bin/ruff format .
 	$(VENV)/bin/ruff check --fix .
+
+.PHONY: protos
+protos: install ## Regenerate serving/protos/*_pb2.py(i) from the .proto files (grpcio-tools)
+	$(PY) -m grpc_tools.protoc -I. --python_out=. --pyi_out=. serving/protos/*.proto
 
 bench: install ## Run the benchmarks: writes bench/results.json and bench/RESULTS.md
 	$(PY) -m bench.run

@@ -1,0 +1,236 @@
+"""One loaded model version: its SavedModel, its SignatureDefs, and how to run them.
+
+The SignatureDefs come from `saved_model.pb` itself (as TensorFlow Serving reads them), so the
+dtypes, shapes and method names checked on a request and returned by GetModelMetadata are the
+model's own; the callables come from `tf.saved_model.load`.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from serving.errors import ServingError, failed_precondition, invalid_argument
+
+log = logging.getLogger(__name__)
+
+DEFAULT_SIGNATURE = "serving_default"
+PREDICT_METHOD = "tensorflow/serving/predict"
+CLASSIFY_METHOD = "tensorflow/serving/classify"
+REGRESS_METHOD = "tensorflow/serving/regress"
+INIT_OP_SIGNATURE = "__saved_model_init_op"
+WARMUP_FILE = "tf_serving_warmup_requests"
+# TF Serving reads at most this many warm-up records (servables/tensorflow/saved_model_warmup_util).
+MAX_WARMUP_RECORDS = 1000
+
+
+@dataclass
+class Signature:
+    """A runnable signature: its SignatureDef and the loaded concrete function."""
+
+    name: str
+    definition: Any  # meta_graph_pb2.SignatureDef
+    function: Any  # a tf ConcreteFunction taking one keyword argument per input key
+
+    @property
+    def method_name(self) -> str:
+        return self.definition.method_name
+
+    @property
+    def inputs(self) -> Mapping[str, Any]:
+        return self.definition.inputs
+
+    @property
+    def outputs(self) -> Mapping[str, Any]:
+        return self.definition.outputs
+
+    def run(
+        self, inputs: Mapping[str, np.ndarray], output_keys: list[str] | None = None
+    ) -> dict[str, np.ndarray]:
+        """Runs the signature on numpy inputs (dim 0 the batch) and returns numpy outputs.
+
+        Blocking; TensorFlow releases the GIL while the graph runs, so callers use threads.
+        """
+        import tensorflow as tf
+
+        try:
+            results = self.function(**{key: tf.constant(value) for key, value in inputs.items()})
+        except (tf.errors.InvalidArgumentError, TypeError, ValueError) as exc:
+            raise invalid_argument(_tf_message(exc)) from exc
+        except tf.errors.OpError as exc:
+            raise ServingError(_grpc_code(exc), _tf_message(exc)) from exc
+        keys = output_keys if output_keys else list(results)
+        return {key: results[key].numpy() for key in keys}
+
+
+def _tf_message(exc: Exception) -> str:
+    return getattr(exc, "message", None) or str(exc)
+
+
+def _grpc_code(exc) -> Any:
+    import grpc
+
+    by_value = {code.value[0]: code for code in grpc.StatusCode}
+    return by_value.get(getattr(exc, "error_code", 2), grpc.StatusCode.UNKNOWN)
+
+
+def read_signature_defs(path: Path, tags: frozenset[str]) -> dict[str, Any]:
+    """The SignatureDef map of the MetaGraph tagged `tags` in `path/saved_model.pb`.
+
+    Raises:
+        ValueError: No such file, or no MetaGraph with exactly these tags.
+    """
+    from tensorflow.core.protobuf import saved_model_pb2
+
+    pb = path / "saved_model.pb"
+    if not pb.is_file():
+        raise ValueError(f"SavedModel file does not exist at: {pb}")
+    saved = saved_model_pb2.SavedModel.FromString(pb.read_bytes())
+    for meta_graph in saved.meta_graphs:
+        if frozenset(meta_graph.meta_info_def.tags) == tags:
+            return dict(meta_graph.signature_def)
+    found = [sorted(m.meta_info_def.tags) for m in saved.meta_graphs]
+    raise ValueError(
+        f"Could not find meta graph def matching supplied tags: {{ {', '.join(sorted(tags))} }}. "
+        f"Available tags: {found}"
+    )
+
+
+@dataclass
+class Servable:
+    """A model version loaded in memory, ready to serve.
+
+    Attributes:
+        name: The model name (from the server config, not from the files).
+        version: The version number (the directory name).
+        path: The version directory.
+        signature_defs: Every SignatureDef of the served MetaGraph (GetModelMetadata returns them).
+        signatures: The runnable ones, by signature key.
+    """
+
+    name: str
+    version: int
+    path: Path
+    signature_defs: dict[str, Any]
+    signatures: dict[str, Signature]
+    loaded: Any = field(repr=False, default=None)
+    batchers: dict[str, Any] = field(default_factory=dict, repr=False)
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    @classmethod
+    def load(
+        cls, name: str, version: int, path: Path, tags: frozenset[str] = frozenset({"serve"})
+    ) -> Servable:
+        """Loads `path` (a SavedModel) with its signatures.
+
+        Raises:
+            ValueError / tf.errors.OpError: the directory is not a loadable SavedModel.
+        """
+        import tensorflow as tf
+
+        signature_defs = read_signature_defs(path, tags)
+        loaded = tf.saved_model.load(str(path), tags=sorted(tags))
+        signatures = {
+            key: Signature(key, signature_defs[key], function)
+            for key, function in loaded.signatures.items()
+            if key in signature_defs
+        }
+        if not signatures:
+            raise ValueError(f"SavedModel at {path} has no signatures to serve")
+        return cls(name, version, path, signature_defs, signatures, loaded)
+
+    def signature(self, key: str | None, method: str | None = None) -> Signature:
+        """The signature for `key` ('' or None: serving_default).
+
+        Raises:
+            ServingError: FAILED_PRECONDITION when the key is unknown (as TF Serving answers);
+                INVALID_ARGUMENT when its method is not `method` (Classify/Regress).
+        """
+        key = key or DEFAULT_SIGNATURE
+        signature = self.signatures.get(key)
+        if signature is None:
+            raise failed_precondition(f'Serving signature key "{key}" not found.')
+        if method is not None and signature.method_name != method:
+            kind = {CLASSIFY_METHOD: "classification", REGRESS_METHOD: "regression"}.get(
+                method, "prediction"
+            )
+            raise invalid_argument(
+                f"Expected {kind} signature method_name to be {method}. "
+                f"Was: {signature.method_name}"
+            )
+        return signature
+
+    def batcher(self, key: str, options: Any, on_batch=None):
+        """The dynamic batcher of signature `key` (created on first use)."""
+        with self._lock:
+            batcher = self.batchers.get(key)
+            if batcher is None:
+                from serving.batching import Batcher
+
+                batcher = Batcher(
+                    self.signatures[key].run,
+                    options,
+                    name=f"{self.name}-{self.version}-{key}",
+                    on_batch=on_batch,
+                )
+                self.batchers[key] = batcher
+            return batcher
+
+    def close(self) -> None:
+        """Stops its batchers after the work they hold (requests in flight finish)."""
+        with self._lock:
+            batchers, self.batchers = list(self.batchers.values()), {}
+        for batcher in batchers:
+            batcher.close(drain=True)
+
+    def warmup(self, iterations: int = 1) -> int:
+        """Replays `assets.extra/tf_serving_warmup_requests` like TF Serving; returns the count.
+
+        Each record is a PredictionLog; predict, classify, regress and multi-inference logs are
+        replayed `iterations` times. A malformed file or a failing request fails the load, as in
+        TF Serving, so a broken version never becomes AVAILABLE.
+        """
+        path = self.path / "assets.extra" / WARMUP_FILE
+        if not path.is_file():
+            return 0
+        import tensorflow as tf
+        from tensorflow_serving.apis import prediction_log_pb2
+
+        from serving import inference
+
+        started = time.perf_counter()
+        records = 0
+        for raw in tf.data.TFRecordDataset(str(path)):
+            records += 1
+            if records > MAX_WARMUP_RECORDS:
+                raise ValueError(
+                    f"Number of warmup records exceeds the maximum ({MAX_WARMUP_RECORDS}) at {path}"
+                )
+            entry = prediction_log_pb2.PredictionLog.FromString(raw.numpy())
+            kind = entry.WhichOneof("log_type")
+            for _ in range(iterations):
+                if kind == "predict_log":
+                    inference.predict_sync(self, entry.predict_log.request)
+                elif kind == "classify_log":
+                    inference.classify_sync(self, entry.classify_log.request)
+                elif kind == "regress_log":
+                    inference.regress_sync(self, entry.regress_log.request)
+                elif kind == "multi_inference_log":
+                    inference.multi_inference_sync(self, entry.multi_inference_log.request)
+                else:
+                    raise ValueError(f"Unsupported log_type for warmup: {kind}")
+        log.info(
+            "warmed up %s version %d with %d record(s) in %.2f s",
+            self.name,
+            self.version,
+            records,
+            time.perf_counter() - started,
+        )
+        return records

@@ -1,0 +1,251 @@
+"""`perucast-model-server`: start-up, the server processes, config polling and graceful stop.
+
+One server process runs one asyncio event loop with the gRPC server (grpc.aio) and the REST
+server (aiohttp) on it; model runs happen on worker threads or batch threads, where TensorFlow
+releases the GIL. Python still runs request decoding and encoding on one core per process, so
+`--num_server_processes N` starts N such processes that share the gRPC and REST ports with
+SO_REUSEPORT (the kernel spreads connections over them); a supervisor process forwards SIGTERM
+and reports the first failure. Each process loads the models itself and polls the same files.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+from serving import config as server_config
+from serving.manager import ManagerOptions, ModelManager
+from serving.metrics import create_metrics, setup_server_logging
+
+log = logging.getLogger("serving")
+
+WORKER_ENV = "PERUCAST_SERVER_WORKER"
+DRAIN_SECONDS = 30.0  # in-flight requests get this long after SIGTERM before they are cut
+
+
+@dataclass
+class RunningServer:
+    """Handles of a started server (used by `serve` and by in-process tests)."""
+
+    grpc_server: object
+    rest_runner: object | None
+    manager: ModelManager
+    core: object
+    grpc_port: int
+    rest_port: int
+
+    async def stop(self, grace: float = DRAIN_SECONDS) -> None:
+        """Stop accepting, let requests in flight finish (up to `grace` s), unload models."""
+        stops = [self.grpc_server.stop(grace)]
+        if self.rest_runner is not None:
+            stops.append(self.rest_runner.cleanup())
+        await asyncio.gather(*stops)
+        await asyncio.get_running_loop().run_in_executor(None, self.manager.stop)
+        self.core.executor.shutdown(wait=False)
+
+
+def manager_options(flags) -> ManagerOptions:
+    return ManagerOptions(
+        file_system_poll_wait_seconds=flags.file_system_poll_wait_seconds,
+        max_num_load_retries=flags.max_num_load_retries,
+        load_retry_interval_seconds=flags.load_retry_interval_micros / 1e6,
+        enable_model_warmup=flags.enable_model_warmup,
+        num_request_iterations_for_warmup=flags.warmup_request_iterations,
+        allow_version_labels_for_unavailable_models=flags.allow_version_labels_for_unavailable_models,
+        saved_model_tags=frozenset(flags.saved_model_tag_set),
+    )
+
+
+def configure_tensorflow(flags) -> None:
+    """Thread pools from the flags (0 = TensorFlow's choice), before TF starts any op."""
+    import tensorflow as tf
+
+    with contextlib.suppress(RuntimeError):  # already initialised (in-process tests)
+        tf.config.threading.set_intra_op_parallelism_threads(flags.tensorflow_intra_op_parallelism)
+        tf.config.threading.set_inter_op_parallelism_threads(flags.tensorflow_inter_op_parallelism)
+
+
+async def start_server(flags, model_config) -> RunningServer:
+    """Loads the models, then starts gRPC and REST as configured by `flags`."""
+    import grpc
+    from grpc_health.v1 import health_pb2, health_pb2_grpc
+    from grpc_health.v1._async import HealthServicer
+    from tensorflow_serving.apis import model_service_pb2_grpc, prediction_service_pb2_grpc
+
+    from serving.service import ModelService, PredictionService, ServingCore
+
+    loop = asyncio.get_running_loop()
+    metrics = create_metrics()
+    manager = ModelManager(manager_options(flags), on_event=metrics.model_event)
+    await loop.run_in_executor(None, manager.reload_config, model_config)
+    manager.start_polling()
+
+    processes = flags.num_server_processes
+    threads = flags.grpc_max_threads or max(4, 4 * (os.cpu_count() or 1))
+    executor = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="model-run")
+    core = ServingCore(
+        manager,
+        server_config.batching_options(flags),
+        metrics,
+        executor,
+        reload_allowed=processes <= 1,
+    )
+
+    options = list(server_config.grpc_server_options(flags))
+    # Several processes share the port on purpose; one process must fail on a busy port.
+    options.append(("grpc.so_reuseport", 1 if processes > 1 else 0))
+    server = grpc.aio.server(options=options)
+    prediction_service_pb2_grpc.add_PredictionServiceServicer_to_server(
+        PredictionService(core), server
+    )
+    model_service_pb2_grpc.add_ModelServiceServicer_to_server(ModelService(core), server)
+    if flags.enable_grpc_healthcheck_service:
+        health = HealthServicer()
+        await health.set("", health_pb2.HealthCheckResponse.SERVING)
+        health_pb2_grpc.add_HealthServicer_to_server(health, server)
+
+    ssl = server_config.ssl_config(flags)
+    address = f"0.0.0.0:{flags.port}"
+    if ssl is not None:
+        grpc_port = server.add_secure_port(address, server_config.server_credentials(ssl))
+    else:
+        grpc_port = server.add_insecure_port(address)
+    if flags.grpc_socket_path:  # the same credentials as the TCP port, as in TF Serving
+        socket_address = f"unix:{flags.grpc_socket_path}"
+        if ssl is not None:
+            server.add_secure_port(socket_address, server_config.server_credentials(ssl))
+        else:
+            server.add_insecure_port(socket_address)
+    await server.start()
+    log.info("Running gRPC ModelServer at 0.0.0.0:%d ...", grpc_port)
+
+    runner, rest_port = None, 0
+    if flags.rest_api_port:
+        from aiohttp import web
+
+        from serving.rest import RestApi
+
+        monitoring = server_config.monitoring_config(flags)
+        metrics_path = (
+            monitoring.prometheus_config.path if monitoring.prometheus_config.enable else None
+        )
+        api = RestApi(core, flags.rest_api_timeout_in_ms, metrics_path)
+        runner = web.AppRunner(api.app, access_log=None, handle_signals=False)
+        await runner.setup()
+        site = web.TCPSite(
+            runner, "0.0.0.0", flags.rest_api_port, reuse_port=processes > 1, backlog=1024
+        )
+        await site.start()
+        rest_port = flags.rest_api_port
+        log.info("Exporting HTTP/REST API at:localhost:%d ...", rest_port)
+    return RunningServer(server, runner, manager, core, grpc_port, rest_port)
+
+
+async def _poll_config_file(flags, running: RunningServer, stop: asyncio.Event) -> None:
+    """Re-reads --model_config_file every poll interval and reloads it when it changed."""
+    interval = flags.model_config_file_poll_wait_seconds
+    path = Path(flags.model_config_file)
+    last = path.read_bytes()
+    loop = asyncio.get_running_loop()
+    while not stop.is_set():
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), interval)
+            return
+        try:
+            current = path.read_bytes()
+            if current == last:
+                continue
+            new_config = server_config.model_server_config(flags)
+            await loop.run_in_executor(None, running.manager.reload_config, new_config)
+            last = current
+            log.info("reloaded model config from %s", path)
+        except Exception as exc:  # a bad edit keeps the running config; the next poll retries
+            log.error("model config reload from %s failed: %s", path, exc)
+
+
+async def serve(flags, model_config) -> int:
+    """Runs one server process until SIGTERM/SIGINT; drains and returns 0."""
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stop.set)
+    running = await start_server(flags, model_config)
+    pollers = []
+    if flags.model_config_file and flags.model_config_file_poll_wait_seconds > 0:
+        pollers.append(asyncio.create_task(_poll_config_file(flags, running, stop)))
+    await stop.wait()
+    log.info("received a stop signal: draining requests in flight")
+    started = time.perf_counter()
+    await running.stop(DRAIN_SECONDS)
+    for task in pollers:
+        task.cancel()
+    log.info("stopped after %.2f s", time.perf_counter() - started)
+    return 0
+
+
+def _supervise(argv: list[str], processes: int) -> int:
+    """Starts `processes` server processes on the same ports and relays signals to them."""
+    metrics_dir = tempfile.mkdtemp(prefix="perucast-metrics-")
+    children = []
+    for index in range(processes):
+        env = {**os.environ, WORKER_ENV: str(index), "PROMETHEUS_MULTIPROC_DIR": metrics_dir}
+        children.append(subprocess.Popen([sys.executable, "-m", "serving", *argv], env=env))
+    log.info("started %d server processes: %s", processes, [c.pid for c in children])
+
+    def forward(signum, _frame):
+        for child in children:
+            if child.poll() is None:
+                child.send_signal(signum)
+
+    signal.signal(signal.SIGTERM, forward)
+    signal.signal(signal.SIGINT, forward)
+    code = 0
+    while children:
+        for child in list(children):
+            rc = child.poll()
+            if rc is None:
+                continue
+            children.remove(child)
+            if rc != 0 and code == 0:
+                code = rc
+                log.error("server process %d exited with %d: stopping the others", child.pid, rc)
+                forward(signal.SIGTERM, None)
+        time.sleep(0.2)
+    with contextlib.suppress(OSError):
+        for leftover in Path(metrics_dir).iterdir():
+            leftover.unlink()
+        Path(metrics_dir).rmdir()
+    return code
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of `perucast-model-server` and `python -m serving`."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    flags = server_config.parse_flags(argv)
+    setup_server_logging(flags.log_format)
+    try:
+        server_config.check_flags(flags)
+        model_config = server_config.model_server_config(flags)
+        server_config.batching_options(flags)
+        server_config.monitoring_config(flags)
+        ssl = server_config.ssl_config(flags)
+        if ssl is not None:
+            server_config.server_credentials(ssl)
+    except server_config.ConfigError as exc:
+        log.error("%s", exc)
+        print(str(exc), file=sys.stderr)
+        return 1
+    if flags.num_server_processes > 1 and WORKER_ENV not in os.environ:
+        return _supervise(argv, flags.num_server_processes)
+    configure_tensorflow(flags)
+    return asyncio.run(serve(flags, model_config))
