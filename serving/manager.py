@@ -373,6 +373,7 @@ class ModelManager:
         for number in sorted(statuses, reverse=True):
             status = statuses[number]
             entry = get_model_status_pb2.ModelVersionStatus(version=number, state=status.state)
+            entry.status.SetInParent()  # TF Serving always reports a status (OK when no error)
             if status.error is not None:
                 entry.status.error_code = status.error.code.value[0]
                 entry.status.error_message = status.error.message
