@@ -13,7 +13,7 @@ export TF_CPP_MIN_LOG_LEVEL := 2
 PYTEST_ARGS ?=
 DEMO_DIR ?= demo_output
 
-.PHONY: help install java demo test lint format bench clean
+.PHONY: help install java demo test lint format bench bench-tools protos clean
 
 help: ## Show this help
 	@awk 'BEGIN {FS = ":.*## "; printf "perucast make targets:\n"} /^[a-zA-Z_-]+:.*## / {printf "  \033[36m%-10s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -63,7 +63,7 @@ format: install ## Format and auto-fix with ruff
 protos: install ## Regenerate serving/protos/*_pb2.py(i) from the .proto files (grpcio-tools)
 	$(PY) -m grpc_tools.protoc -I. --python_out=. --pyi_out=. serving/protos/*.proto
 
-bench: install ## Run the benchmarks: writes bench/results.json and bench/RESULTS.md
+bench: install bench-tools ## Run the benchmarks: writes bench/results.json and bench/RESULTS.md
 	$(PY) -m bench.run
 
 clean: ## Remove generated data, demo output and caches (keeps .venv)

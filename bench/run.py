@@ -442,10 +442,51 @@ def train_suite(quick: bool) -> dict[str, Any]:
     return {"runs": runs, "ratios": ratios, "scale": scale, "cpus": os.cpu_count()}
 
 
+SERVING_MODEL = "crop_demand"
+
+
+def _serving_model(args: argparse.Namespace) -> Path:
+    """The crop_demand model directory the serving suite serves (its numeric versions inside).
+
+    `--serving-model DIR` if given; else a model trained here once (tiny data, 2 epochs, kept in
+    bench/_work so reruns reuse it): serving speed depends on the network's graph, not on how
+    well it was trained.
+    """
+    if args.serving_model is not None:
+        return args.serving_model
+    repo = WORK_DIR / "serving-model"
+    model_dir = repo / SERVING_MODEL
+    if model_dir.is_dir() and any(p.name.isdigit() for p in model_dir.iterdir()):
+        return model_dir
+    env = _train_env()
+    with tempfile.TemporaryDirectory(prefix="perucast-bench-serving-") as tmp:
+        features = _prepare_features(SERVING_MODEL, "tiny", Path(tmp), env)
+        settings = TRAIN_SETTINGS[SERVING_MODEL]
+        _run_train(SERVING_MODEL, features, 1, 2, settings["batch_size"], Path(tmp), env)
+        repo.mkdir(parents=True, exist_ok=True)
+        import shutil
+
+        shutil.copytree(Path(tmp) / "models-1w" / SERVING_MODEL, model_dir)
+    return model_dir
+
+
+def serving_suite(args: argparse.Namespace) -> dict[str, Any]:
+    """perucast-model-server vs in-process and vs KServe (latency, throughput, batching)."""
+    from bench.serving import run_serving
+
+    return run_serving(
+        _serving_model(args),
+        WORK_DIR / "serving",
+        duration_s=3 if args.quick else 5,
+        model_name=SERVING_MODEL,
+    )
+
+
 SUITES: dict[str, Callable[[argparse.Namespace], dict[str, Any]]] = {
     "generators": lambda args: generators_suite(["small"] if args.quick else ["small", "full"]),
     "preprocess": lambda args: preprocess_suite(args.quick),
     "train": lambda args: train_suite(args.quick),
+    "serving": serving_suite,
 }
 
 
@@ -538,6 +579,11 @@ def _markdown(results: dict[str, Any]) -> str:
         lines += ["", "| ratio (same run) | value |", "|---|---:|"]
         lines += [f"| {r['name']} | {r['value']:.2f} |" for r in train["ratios"]]
         lines.append("")
+    serving = results["suites"].get("serving")
+    if serving:
+        from bench.serving import serving_table
+
+        lines += ["## Serving", "", *_suite_run(serving), serving_table(serving, heading=False), ""]
     return "\n".join(lines)
 
 
@@ -560,6 +606,12 @@ def main(argv: list[str] | None = None) -> None:
         "--quick", action="store_true", help="Skip the full-scale runs; train: tiny data, 2 epochs."
     )
     parser.add_argument("--out-dir", type=Path, default=BENCH_DIR)
+    parser.add_argument(
+        "--serving-model",
+        type=Path,
+        default=None,
+        help="serving: a crop_demand model directory (default: one trained here on tiny data).",
+    )
     args = parser.parse_args(argv)
     setup_logging()
     WORK_DIR.mkdir(parents=True, exist_ok=True)
