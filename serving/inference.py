@@ -64,7 +64,8 @@ def prepare_predict(
     inputs = {
         key: codec.tensor_proto_to_ndarray(proto, key) for key, proto in request.inputs.items()
     }
-    codec.check_inputs(inputs, signature.inputs, signature.name)
+    if not signature.inputs_match(inputs):
+        codec.check_inputs(inputs, signature.inputs, signature.name)
     return signature, inputs, output_keys(signature, request.output_filter)
 
 

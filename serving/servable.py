@@ -7,6 +7,7 @@ model's own; the callables come from `tf.saved_model.load`.
 
 from __future__ import annotations
 
+import functools
 import logging
 import threading
 import time
@@ -42,6 +43,53 @@ class Signature:
     @property
     def method_name(self) -> str:
         return self.definition.method_name
+
+    @functools.cached_property
+    def input_plan(self) -> dict[str, tuple[int, tuple[int, ...] | None]]:
+        """Per input: (dtype enum, expected shape with -1 for open dims, or None if unknown).
+
+        Read once from the SignatureDef: reading proto fields on every request costs more than
+        the checks themselves.
+        """
+        plan = {}
+        for alias, info in self.definition.inputs.items():
+            shape = None
+            if info.HasField("tensor_shape") and not info.tensor_shape.unknown_rank:
+                shape = tuple(d.size for d in info.tensor_shape.dim)
+            plan[alias] = (info.dtype, shape)
+        return plan
+
+    def inputs_match(self, inputs: Mapping[str, np.ndarray]) -> bool:
+        """True when names, dtypes, known dims and the batch size all match (the common case).
+
+        False sends the request through `codec.check_inputs`, which words the exact error.
+        """
+        from serving.codec import numpy_to_dtype
+
+        plan = self.input_plan
+        if len(inputs) != len(plan):
+            return False
+        batch = None
+        for alias, array in inputs.items():
+            expected = plan.get(alias)
+            if expected is None or numpy_to_dtype(array.dtype) != expected[0]:
+                return False
+            shape = expected[1]
+            if shape is not None:
+                actual = array.shape
+                if len(actual) != len(shape):
+                    return False
+                for want, got in zip(shape, actual, strict=True):
+                    if want >= 0 and want != got:
+                        return False
+                if shape and shape[0] < 0:
+                    if batch is None:
+                        batch = actual[0]
+                    elif actual[0] != batch:
+                        return False
+            elif array.ndim:
+                return False  # unknown signature shape: let check_inputs apply its rules
+        return True
 
     @property
     def inputs(self) -> Mapping[str, Any]:

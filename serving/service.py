@@ -123,7 +123,8 @@ class ServingCore:
             with self.manager.handle(model_spec) as servable:
                 signature = servable.signature(signature_name)
                 inputs = decode(signature)
-                codec.check_inputs(inputs, signature.inputs, signature.name)
+                if not signature.inputs_match(inputs):
+                    codec.check_inputs(inputs, signature.inputs, signature.name)
                 outputs = await self.run(servable, signature, inputs)
                 return (servable, signature, outputs), str(servable.version)
 
