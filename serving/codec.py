@@ -20,6 +20,7 @@ import base64
 import binascii
 import json
 import math
+import re
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
@@ -279,18 +280,28 @@ def tensor_proto_to_ndarray(proto: tensor_pb2.TensorProto, name: str) -> np.ndar
     Raises:
         ServingError: INVALID_ARGUMENT "tensor parsing error: <name>" for DT_INVALID or an
             unsupported dtype, a negative or unknown-rank shape, or content whose size does not
-            match the shape.
+            match the shape; also for a shape of more than 2**63 - 1 elements (TensorShape's
+            IsValid) or one that cannot be allocated (Tensor::FromProto fails the same way).
     """
-    dt = proto.dtype
     shape_proto = proto.tensor_shape
     if shape_proto.unknown_rank:
         raise _parse_error(name)
     shape = tuple(d.size for d in shape_proto.dim)
     n = 1
     for s in shape:
-        if s < 0:
-            raise _parse_error(name)
         n *= s
+        if s < 0 or n > _INT64_MAX:  # TensorShape::IsValid (MultiplyWithoutOverflow)
+            raise _parse_error(name)
+    try:
+        return _tensor_from_proto(proto, name, shape, n)
+    except (MemoryError, ValueError, OverflowError):  # numpy could not allocate or shape it
+        raise _parse_error(name) from None
+
+
+def _tensor_from_proto(
+    proto: tensor_pb2.TensorProto, name: str, shape: tuple[int, ...], n: int
+) -> np.ndarray:
+    dt = proto.dtype
     content = proto.tensor_content
 
     if dt == _STRING:
@@ -867,7 +878,7 @@ def _signature_name(doc: dict) -> str | None:
             f"JSON Value: {_json_value_to_string(doc)} not formatted correctly. "
             "'signature_name' key must be a string value."
         )
-    return name
+    return _proto_text(name)
 
 
 def _parse_request_object(body: bytes | str) -> dict:
@@ -1254,8 +1265,26 @@ def encode_regress_response(result: regression_pb2.RegressionResult) -> bytes:
 
 
 def error_json(message: str) -> bytes:
-    """TF Serving's REST error body: `{"error": "<message>"}`."""
-    return orjson.dumps({"error": message})
+    """TF Serving's REST error body: `{"error": "<message>"}`.
+
+    A message quoting raw non-UTF-8 bytes of the request (held as lone surrogates) is written
+    with U+FFFD in their place, so the body is always valid JSON.
+    """
+    return orjson.dumps({"error": _proto_text(message)})
+
+
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def _proto_text(text: str) -> str:
+    """`text` as valid UTF-8 text: lone surrogates (raw non-UTF-8 body bytes, or \\udXXX escapes)
+    become U+FFFD. Protobuf string fields and orjson refuse them; TF Serving keeps the raw bytes,
+    which, like U+FFFD, never name a signature or a feature of a model."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return _SURROGATE.sub("\ufffd", text)
+    return text
 
 
 # --------------------------------------------------------------------------------------------
@@ -1271,6 +1300,7 @@ def _example_from_json(value: Any, example: example_pb2.Example) -> None:
         raise invalid_argument(f"Example must be JSON object but got JSON {_json_type(value)}")
     features = example.features.feature
     for name, content in value.items():
+        name = _proto_text(name)
         items = content if type(content) is list else (content,)
         kind = None
         values: list = []

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import re
+from urllib.parse import unquote
 
 from aiohttp import web
 from tensorflow_serving.apis import (
@@ -27,20 +28,24 @@ from serving.service import ServingCore
 
 log = logging.getLogger(__name__)
 
-_SPEC = r"/v1/models/([^/:]+)(?:/versions/([^/:]+)|/labels/([^/:]+))?"
-PREDICTION_PATH = re.compile(rf"(?i){_SPEC}:(classify|regress|predict)")
-STATUS_PATH = re.compile(rf"(?i){_SPEC}(/metadata)?")
+# http_rest_api_util.cc's kPredictionApiRegex / kModelStatusApiRegex, matched (like TF Serving)
+# against the raw, still percent-encoded path; `\d` is ASCII-only in RE2, hence [0-9].
+_VERSION = r"(?:/versions/([0-9]+)|/labels/([^/:]+))?"
+PREDICTION_PATH = re.compile(rf"(?ai)/v1/models/([^/:]+){_VERSION}:(classify|regress|predict)")
+STATUS_PATH = re.compile(rf"(?ai)/v1/models(?:/([^/:]+))?{_VERSION}(?:/(metadata))?")
 JSON = "application/json"
+_INT64_MAX = 2**63 - 1
 
 
 def _model_spec(name: str, version: str | None, label: str | None) -> model_pb2.ModelSpec:
-    spec = model_pb2.ModelSpec(name=name)
+    """ParseModelInfo + FillModelSpecWithNameVersionAndLabel: name and label are URL-decoded."""
+    spec = model_pb2.ModelSpec(name=unquote(name))
     if version:
-        if not version.isdigit():
+        if int(version) > _INT64_MAX:  # absl::SimpleAtoi into an int64 fails
             raise invalid_argument(f"Failed to convert version: {version} to numeric.")
         spec.version.value = int(version)
     elif label:
-        spec.version_label = label
+        spec.version_label = unquote(label)
     return spec
 
 
@@ -73,29 +78,30 @@ class RestApi:
         self.app = web.Application(client_max_size=max_body_bytes)
         if metrics_path:
             self.app.router.add_get(metrics_path, self.metrics)
-        self.app.router.add_route("*", "/{tail:.*}", self.dispatch)
+        # Every other path (also with a %0A in it) is the API's, which answers "Malformed request".
+        self.app.router.add_route("*", r"/{tail:[\s\S]*}", self.dispatch)
 
     async def metrics(self, request: web.Request) -> web.Response:
         body, content_type = self.core.metrics.exposition()
         return web.Response(body=body, headers={"Content-Type": content_type})
 
     async def dispatch(self, request: web.Request) -> web.Response:
-        path = request.path
+        path = request.rel_url.raw_path
         try:
+            handlers = {"predict": self.predict, "classify": self.classify, "regress": self.regress}
             if request.method == "POST" and (match := PREDICTION_PATH.fullmatch(path)):
                 name, version, label, method = match.groups()
                 spec = _model_spec(name, version, label)
-                body = await request.read()
-                handler = {
-                    "predict": self.predict,
-                    "classify": self.classify,
-                    "regress": self.regress,
-                }[method.lower()]
-                return await self._with_timeout(handler(spec, body))
-            if request.method == "GET" and (match := STATUS_PATH.fullmatch(path)):
-                name, version, label, metadata = match.groups()
-                spec = _model_spec(name, version, label)
-                return self.metadata(spec) if metadata else self.status(spec)
+                # The method is matched case-insensitively but dispatched case-sensitively.
+                if method in handlers:
+                    body = await request.read()
+                    return await self._with_timeout(handlers[method](spec, body))
+            elif request.method == "GET" and (match := STATUS_PATH.fullmatch(path)):
+                name, version, label, subresource = match.groups()
+                spec = _model_spec(name or "", version, label)
+                if not name:
+                    raise invalid_argument("Missing model name in request.")
+                return self.metadata(spec) if subresource == "metadata" else self.status(spec)
             raise invalid_argument(f"Malformed request: {request.method} {path}")
         except ServingError as exc:
             return _error(exc)
