@@ -101,7 +101,9 @@ class RestApi:
                 spec = _model_spec(name or "", version, label)
                 if not name:
                     raise invalid_argument("Missing model name in request.")
-                return self.metadata(spec) if subresource == "metadata" else self.status(spec)
+                return await (
+                    self.metadata(spec) if subresource == "metadata" else self.status(spec)
+                )
             raise invalid_argument(f"Malformed request: {request.method} {path}")
         except ServingError as exc:
             return _error(exc)
@@ -125,19 +127,7 @@ class RestApi:
             ) from exc
 
     async def predict(self, spec: model_pb2.ModelSpec, body: bytes) -> web.Response:
-        parsed = codec.parse_json(body)
-        signature_name = codec.signature_name_of(parsed)
-        fmt: dict[str, str] = {}
-
-        def decode(signature):
-            inputs, fmt["format"] = codec.decode_predict_json(parsed, signature.inputs)
-            return inputs
-
-        _, signature, outputs = await self.core.predict_arrays(spec, signature_name, decode)
-        return web.Response(
-            body=codec.encode_predict_response(outputs, fmt["format"], signature.outputs),
-            content_type=JSON,
-        )
+        return web.Response(body=await self.core.predict_json(spec, body), content_type=JSON)
 
     async def classify(self, spec: model_pb2.ModelSpec, body: bytes) -> web.Response:
         request = classification_pb2.ClassificationRequest(model_spec=spec)
@@ -155,13 +145,15 @@ class RestApi:
         response = await self.core.regress(request, protocol="rest")
         return web.Response(body=codec.encode_regress_response(response.result), content_type=JSON)
 
-    def status(self, spec: model_pb2.ModelSpec) -> web.Response:
-        response = self.core.status(get_model_status_pb2.GetModelStatusRequest(model_spec=spec))
+    async def status(self, spec: model_pb2.ModelSpec) -> web.Response:
+        response = await self.core.status(
+            get_model_status_pb2.GetModelStatusRequest(model_spec=spec), protocol="rest"
+        )
         return web.Response(body=codec.encode_status_json(response), content_type=JSON)
 
-    def metadata(self, spec: model_pb2.ModelSpec) -> web.Response:
+    async def metadata(self, spec: model_pb2.ModelSpec) -> web.Response:
         request = get_model_metadata_pb2.GetModelMetadataRequest(
             model_spec=spec, metadata_field=["signature_def"]
         )
-        response = self.core.metadata(request)
+        response = await self.core.metadata(request, protocol="rest")
         return web.Response(body=codec.encode_metadata_json(response), content_type=JSON)

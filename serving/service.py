@@ -29,7 +29,7 @@ from serving import inference
 from serving.errors import ServingError, invalid_argument
 from serving.manager import ModelManager
 from serving.metrics import ServerMetrics
-from serving.servable import Servable, Signature
+from serving.servable import DEFAULT_SIGNATURE, Servable, Signature
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -79,14 +79,18 @@ class ServingCore:
         return await loop.run_in_executor(self.executor, signature.run, inputs)
 
     async def observed(
-        self, api: str, protocol: str, model: str, call: Callable[[], Awaitable[tuple[T, str]]]
+        self, api: str, protocol: str, model: str, call: Callable[[dict], Awaitable[T]]
     ) -> T:
-        """Runs `call` (returning (result, version)) and records its count, code and latency."""
+        """Runs `call(seen)` and records its count, status code and latency.
+
+        `call` puts the version it resolved in `seen["version"]`, so that a request failing
+        after resolution (a bad input, say) is still counted under its version.
+        """
         started = time.perf_counter()
-        version, code = "", "OK"
+        seen = {"version": ""}
+        code = "OK"
         try:
-            result, version = await call()
-            return result
+            return await call(seen)
         except ServingError as exc:
             code = exc.code.name
             raise
@@ -98,41 +102,49 @@ class ServingCore:
             raise
         finally:
             self.metrics.observe_request(
-                model, version, api, protocol, code, time.perf_counter() - started
+                model, seen["version"], api, protocol, code, time.perf_counter() - started
             )
 
     # --- APIs ----------------------------------------------------------------------------
 
     async def predict(self, request, protocol: str = "grpc"):
-        async def call():
+        async def call(seen):
             with self.manager.handle(request.model_spec) as servable:
+                seen["version"] = str(servable.version)
                 signature, inputs, keys = inference.prepare_predict(servable, request)
                 outputs = await self.run(servable, signature, inputs)
                 response = inference.predict_response(servable, signature, outputs, keys)
-                return response, str(servable.version)
+                return response
 
         return await self.observed("predict", protocol, request.model_spec.name, call)
 
-    async def predict_arrays(
-        self, model_spec, signature_name: str | None, decode: Callable[[Signature], dict]
-    ) -> tuple[Servable, Signature, dict[str, np.ndarray]]:
-        """REST predict: `decode(signature)` turns the JSON body into checked input arrays."""
+    async def predict_json(self, model_spec, body: bytes) -> bytes:
+        """REST predict: TF Serving's JSON body in, its JSON answer out (all of it observed)."""
         from serving import codec
 
-        async def call():
+        async def call(seen):
+            parsed = codec.parse_json(body)
+            signature_name = codec.signature_name_of(parsed) or DEFAULT_SIGNATURE
             with self.manager.handle(model_spec) as servable:
-                signature = servable.signature(signature_name)
-                inputs = decode(signature)
+                seen["version"] = str(servable.version)
+                signature = servable.signatures.get(signature_name)
+                if signature is None:  # TF Serving's REST handler words it so (GetInfoMap)
+                    raise invalid_argument(
+                        f'Serving signature name: "{signature_name}" not found in signature def'
+                    )
+                inputs, fmt = codec.decode_predict_json(parsed, signature.inputs)
                 if not signature.inputs_match(inputs):
                     codec.check_inputs(inputs, signature.inputs, signature.name)
                 outputs = await self.run(servable, signature, inputs)
-                return (servable, signature, outputs), str(servable.version)
+                answer = codec.encode_predict_response(outputs, fmt, signature.outputs)
+                return answer
 
         return await self.observed("predict", "rest", model_spec.name, call)
 
     async def classify(self, request, protocol: str = "grpc"):
-        async def call():
+        async def call(seen):
             with self.manager.handle(request.model_spec) as servable:
+                seen["version"] = str(servable.version)
                 signature, inputs = inference.prepare_examples(
                     servable,
                     request.model_spec.signature_name,
@@ -141,13 +153,14 @@ class ServingCore:
                 )
                 outputs = await self.run(servable, signature, inputs)
                 response = inference.classify_response(servable, signature, outputs, inputs)
-                return response, str(servable.version)
+                return response
 
         return await self.observed("classify", protocol, request.model_spec.name, call)
 
     async def regress(self, request, protocol: str = "grpc"):
-        async def call():
+        async def call(seen):
             with self.manager.handle(request.model_spec) as servable:
+                seen["version"] = str(servable.version)
                 signature, inputs = inference.prepare_examples(
                     servable,
                     request.model_spec.signature_name,
@@ -156,17 +169,18 @@ class ServingCore:
                 )
                 outputs = await self.run(servable, signature, inputs)
                 response = inference.regress_response(servable, signature, outputs, inputs)
-                return response, str(servable.version)
+                return response
 
         return await self.observed("regress", protocol, request.model_spec.name, call)
 
     async def multi_inference(self, request, protocol: str = "grpc"):
         from tensorflow_serving.apis import inference_pb2
 
-        async def call():
+        async def call(seen):
             inference.check_multi_inference(request)
             spec = request.tasks[0].model_spec
             with self.manager.handle(spec) as servable:
+                seen["version"] = str(servable.version)
                 response = inference_pb2.MultiInferenceResponse()
                 for task in request.tasks:
                     signature, inputs = inference.prepare_examples(
@@ -176,34 +190,46 @@ class ServingCore:
                     response.results.append(
                         inference.multi_inference_result(servable, signature, task, outputs, inputs)
                     )
-                return response, str(servable.version)
+                return response
 
         model = request.tasks[0].model_spec.name if request.tasks else ""
         return await self.observed("multi_inference", protocol, model, call)
 
-    def metadata(self, request) -> get_model_metadata_pb2.GetModelMetadataResponse:
+    async def metadata(
+        self, request, protocol: str = "grpc"
+    ) -> get_model_metadata_pb2.GetModelMetadataResponse:
         """GetModelMetadata: the version's SignatureDefMap, as TF Serving returns it."""
-        if not request.metadata_field:
-            raise invalid_argument(
-                "GetModelMetadataRequest must specify at least one metadata_field"
-            )
-        for field in request.metadata_field:
-            if field != SIGNATURE_DEF_FIELD:
-                raise invalid_argument(f"Metadata field {field} is not supported")
-        with self.manager.handle(request.model_spec) as servable:
-            response = get_model_metadata_pb2.GetModelMetadataResponse()
-            response.model_spec.name = servable.name
-            response.model_spec.version.value = servable.version
-            signature_map = get_model_metadata_pb2.SignatureDefMap()
-            for key, definition in servable.signature_defs.items():
-                signature_map.signature_def[key].CopyFrom(definition)
-            response.metadata[SIGNATURE_DEF_FIELD].Pack(signature_map)
+
+        async def call(seen):
+            if not request.metadata_field:
+                raise invalid_argument(
+                    "GetModelMetadataRequest must specify at least one metadata_field"
+                )
+            for field in request.metadata_field:
+                if field != SIGNATURE_DEF_FIELD:
+                    raise invalid_argument(f"Metadata field {field} is not supported")
+            with self.manager.handle(request.model_spec) as servable:
+                seen["version"] = str(servable.version)
+                response = get_model_metadata_pb2.GetModelMetadataResponse()
+                response.model_spec.name = servable.name
+                response.model_spec.version.value = servable.version
+                signature_map = get_model_metadata_pb2.SignatureDefMap()
+                for key, definition in servable.signature_defs.items():
+                    signature_map.signature_def[key].CopyFrom(definition)
+                response.metadata[SIGNATURE_DEF_FIELD].Pack(signature_map)
+                return response
+
+        return await self.observed("get_model_metadata", protocol, request.model_spec.name, call)
+
+    async def status(
+        self, request, protocol: str = "grpc"
+    ) -> get_model_status_pb2.GetModelStatusResponse:
+        async def call(seen):
+            response = get_model_status_pb2.GetModelStatusResponse()
+            response.model_version_status.extend(self.manager.model_status(request.model_spec))
             return response
 
-    def status(self, request) -> get_model_status_pb2.GetModelStatusResponse:
-        response = get_model_status_pb2.GetModelStatusResponse()
-        response.model_version_status.extend(self.manager.model_status(request.model_spec))
-        return response
+        return await self.observed("get_model_status", protocol, request.model_spec.name, call)
 
     async def reload_config(
         self, request: model_management_pb2.ReloadConfigRequest
@@ -265,10 +291,7 @@ class PredictionService(prediction_service_pb2_grpc.PredictionServiceServicer):
         return await _answer(context, lambda: self.core.multi_inference(request))
 
     async def GetModelMetadata(self, request, context):
-        async def work():
-            return self.core.metadata(request)
-
-        return await _answer(context, work)
+        return await _answer(context, lambda: self.core.metadata(request))
 
 
 class ModelService(model_service_pb2_grpc.ModelServiceServicer):
@@ -278,10 +301,95 @@ class ModelService(model_service_pb2_grpc.ModelServiceServicer):
         self.core = core
 
     async def GetModelStatus(self, request, context):
-        async def work():
-            return self.core.status(request)
-
-        return await _answer(context, work)
+        return await _answer(context, lambda: self.core.status(request))
 
     async def HandleReloadConfigRequest(self, request, context):
         return await _answer(context, lambda: self.core.reload_config(request))
+
+
+def _method_handler(method, request_cls, response_cls) -> grpc.RpcMethodHandler:
+    """A unary handler that parses the request itself.
+
+    Bytes that are no valid request get INTERNAL, as from TF Serving's C++ gRPC
+    (grpc.aio's own deserializer would answer UNKNOWN).
+    """
+    from google.protobuf.message import DecodeError
+
+    async def handle(raw: bytes, context: grpc.aio.ServicerContext):
+        try:
+            request = request_cls.FromString(raw)
+        except DecodeError as exc:
+            await context.abort(
+                grpc.StatusCode.INTERNAL,
+                f"Failed to parse {request_cls.DESCRIPTOR.full_name}: {exc}",
+            )
+        return await method(request, context)
+
+    return grpc.unary_unary_rpc_method_handler(
+        handle, request_deserializer=None, response_serializer=response_cls.SerializeToString
+    )
+
+
+def add_services(server: grpc.aio.Server, core: ServingCore) -> None:
+    """Registers PredictionService and ModelService for `core` on `server`."""
+    from tensorflow_serving.apis import (
+        classification_pb2,
+        get_model_metadata_pb2,
+        get_model_status_pb2,
+        inference_pb2,
+        model_management_pb2,
+        predict_pb2,
+        regression_pb2,
+    )
+
+    prediction, model = PredictionService(core), ModelService(core)
+    services = {
+        "tensorflow.serving.PredictionService": {
+            "Predict": (
+                prediction.Predict,
+                predict_pb2.PredictRequest,
+                predict_pb2.PredictResponse,
+            ),
+            "Classify": (
+                prediction.Classify,
+                classification_pb2.ClassificationRequest,
+                classification_pb2.ClassificationResponse,
+            ),
+            "Regress": (
+                prediction.Regress,
+                regression_pb2.RegressionRequest,
+                regression_pb2.RegressionResponse,
+            ),
+            "MultiInference": (
+                prediction.MultiInference,
+                inference_pb2.MultiInferenceRequest,
+                inference_pb2.MultiInferenceResponse,
+            ),
+            "GetModelMetadata": (
+                prediction.GetModelMetadata,
+                get_model_metadata_pb2.GetModelMetadataRequest,
+                get_model_metadata_pb2.GetModelMetadataResponse,
+            ),
+        },
+        "tensorflow.serving.ModelService": {
+            "GetModelStatus": (
+                model.GetModelStatus,
+                get_model_status_pb2.GetModelStatusRequest,
+                get_model_status_pb2.GetModelStatusResponse,
+            ),
+            "HandleReloadConfigRequest": (
+                model.HandleReloadConfigRequest,
+                model_management_pb2.ReloadConfigRequest,
+                model_management_pb2.ReloadConfigResponse,
+            ),
+        },
+    }
+    server.add_generic_rpc_handlers(
+        [
+            grpc.method_handlers_generic_handler(
+                service,
+                {name: _method_handler(*spec) for name, spec in methods.items()},
+            )
+            for service, methods in services.items()
+        ]
+    )

@@ -52,9 +52,8 @@ CLIENT_CODES = {
     grpc.StatusCode.OUT_OF_RANGE,
 }
 CLIENT_HTTP = {400, 404, 413, 429, 501}
-# Bytes that are no PredictRequest never reach the service: TF Serving's C++ gRPC answers
-# INTERNAL (GenericDeserialize); grpc.aio answers UNKNOWN (see the xfail test below).
-UNDESERIALIZABLE = {grpc.StatusCode.INTERNAL, grpc.StatusCode.UNKNOWN}
+# Bytes that are no PredictRequest: INTERNAL, as TF Serving's C++ gRPC answers them.
+UNDESERIALIZABLE = {grpc.StatusCode.INTERNAL}
 PREDICT_METHOD = "/tensorflow.serving.PredictionService/Predict"
 
 
@@ -456,12 +455,6 @@ def test_fuzz_grpc_predict_raw_bytes(channel, data):
         assert parsed is not None
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="grpc.aio answers an undeserializable request with UNKNOWN ('Unexpected <class "
-    "DecodeError>'); TF Serving's C++ gRPC answers INTERNAL. The fix belongs where the "
-    "PredictionService handlers are registered (serving/service.py or serving/server.py).",
-)
 def test_an_undeserializable_request_is_internal_like_tf_serving(channel):
     call = channel.unary_unary(
         PREDICT_METHOD,
