@@ -65,7 +65,8 @@ class _Handle:
 
     servable: Servable
     inflight: int = 0
-    retired: bool = False
+    retired: bool = False  # unloaded: no longer in the serving snapshot
+    closed: bool = False  # closed: a request must never start on it again
     lock: threading.Lock = field(default_factory=threading.Lock)
 
 
@@ -119,6 +120,15 @@ def validate_config(config: model_server_config_pb2.ModelServerConfig) -> None:
             )
 
 
+def _error_code(exc: Exception) -> grpc.StatusCode:
+    """The canonical code of a load failure (TensorFlow's own when it has one, else UNKNOWN)."""
+    if isinstance(exc, ServingError):
+        return exc.code
+    by_value = {code.value[0]: code for code in grpc.StatusCode}
+    code = by_value.get(getattr(exc, "error_code", None))
+    return code if code not in (None, grpc.StatusCode.OK) else grpc.StatusCode.UNKNOWN
+
+
 class ModelManager:
     """Loads, serves and unloads model versions following a ModelServerConfig.
 
@@ -137,6 +147,7 @@ class ModelManager:
         self._labels: dict[str, dict[str, int]] = {}
         self._status: dict[str, dict[int, VersionStatus]] = {}
         self._failed: set[tuple[str, int]] = set()
+        self._configured = False  # the first config is loaded before its labels are checked
         self._stop = threading.Event()
         self._poller: threading.Thread | None = None
 
@@ -147,50 +158,82 @@ class ModelManager:
         return list(self._models)
 
     def reload_config(self, config: model_server_config_pb2.ModelServerConfig) -> None:
-        """Switches to `config`: adds, updates and removes models, then applies version labels.
+        """Switches to `config`: checks its version labels, then adds, updates and removes models.
+
+        As in TF Serving's ServerCore::ReloadConfig, the labels are checked against the versions
+        available *before* the change, and a label that fails leaves everything as it was: a
+        version cannot be loaded and labelled in one change. (Only the very first config, at
+        start-up, is loaded before its labels are checked, where TF Serving would refuse every
+        label without --allow_version_labels_for_unavailable_models.)
 
         Blocks until the configured models' aspired versions are loaded (or failed), like TF
-        Serving's config reload. Raises ServingError when the config is invalid or a label
-        points at a version that is not available.
+        Serving's config reload.
+
+        Raises:
+            ServingError: the config is invalid; FAILED_PRECONDITION when a label points at a
+                version that is not available; UNKNOWN "N model(s) did not become available"
+                when a model new to the config has no version that loaded.
         """
         validate_config(config)
         with self._lock:
             new_models = {m.name: m for m in config.model_config_list.config}
+            first = not self._configured
+            if not first:
+                labels = self._new_labels(new_models)
+            added = [name for name in new_models if name not in self._models]
             for name in set(self._models) - set(new_models):
                 log.info("model %s removed from the config: unloading it", name)
                 for version in list(self._serving.get(name, {})):
                     self._unload(name, version)
-                self._set_labels(name, None)
+                self._failed = {(n, v) for n, v in self._failed if n != name}
             self._models = new_models
+            self._configured = True
             self._poll_locked()
-            self._apply_labels(new_models)
+            if first:
+                labels = self._new_labels(new_models)
+            self._labels = labels
+            self._check_available(added)
 
-    def _apply_labels(self, models: dict[str, model_server_config_pb2.ModelConfig]) -> None:
+    def _new_labels(
+        self, models: dict[str, model_server_config_pb2.ModelConfig]
+    ) -> dict[str, dict[str, int]]:
+        """The label map of `models` (ServerCore::UpdateModelVersionLabelMap's checks)."""
+        new: dict[str, dict[str, int]] = {}
         for name, model in models.items():
-            labels = dict(model.version_labels)
             current = self._labels.get(name, {})
             available = self._serving.get(name, {})
-            for label, version in labels.items():
-                if version in available:
-                    continue
-                if (
+            for label, version in model.version_labels.items():
+                # The flag lets a label point at an unavailable version unless that label
+                # already exists with another version (moving a live label stays checked).
+                allow_unavailable = (
                     self.options.allow_version_labels_for_unavailable_models
-                    and label not in current
-                ):
-                    continue
-                raise failed_precondition(
-                    f"Request to assign label to version {version} of model {name}, which is "
-                    "not currently available for inference"
+                    and current.get(label, version) == version
                 )
-            self._set_labels(name, labels or None)
+                if version not in available and not allow_unavailable:
+                    raise failed_precondition(
+                        f"Request to assign label to version {version} of model {name}, which "
+                        "is not currently available for inference"
+                    )
+                new.setdefault(name, {})[label] = version
+        return new
 
-    def _set_labels(self, name: str, labels: dict[str, int] | None) -> None:
-        new = dict(self._labels)
-        if labels:
-            new[name] = labels
-        else:
-            new.pop(name, None)
-        self._labels = new
+    def _check_available(self, names: list[str]) -> None:
+        """ServerCore::WaitUntilModelsAvailable for the models a reload added."""
+        failed = []
+        for name in names:
+            if self._serving.get(name):
+                continue
+            for version, status in sorted(self._status.get(name, {}).items()):
+                if status.state == State.END and status.error is not None:
+                    failed.append(
+                        f"{{{{name: {name} version: {version}}} due to error: "
+                        f"{status.error.code.name}: {status.error.message}}}, "
+                    )
+        if failed:
+            raise ServingError(
+                grpc.StatusCode.UNKNOWN,
+                f"{len(failed)} model(s) did not become available: {{{''.join(failed)}}}",
+            )
 
     # --- polling -------------------------------------------------------------------------
 
@@ -218,23 +261,41 @@ class ModelManager:
 
     def _poll_locked(self) -> None:
         for name, model in self._models.items():
-            present = scan_versions(model.base_path)
-            if not present:
-                if not self._status.get(name):
-                    log.warning(
-                        "No versions of servable %s found under base path %s", name, model.base_path
-                    )
+            if not Path(model.base_path).is_dir():
+                # TF Serving's poll fails for this servable and changes nothing.
+                log.error(
+                    "FileSystemStoragePathSource encountered a filesystem access error: Could "
+                    "not find base path %s for servable %s",
+                    model.base_path,
+                    name,
+                )
                 continue
+            present = scan_versions(model.base_path)
+            if not present and (self._serving.get(name) or not self._status.get(name)):
+                log.warning(
+                    "No versions of servable %s found under base path %s. Did you forget to "
+                    "name your leaf directory as a number (eg. '/1/')?",
+                    name,
+                    model.base_path,
+                )
             self._failed = {(n, v) for n, v in self._failed if n != name or v in present}
             aspired = aspired_versions(model, present)
-            for version in sorted(aspired):
+            # AvailabilityPreservingPolicy: the highest new aspired version loads first ...
+            for version in sorted(aspired, reverse=True):
                 if version in self._serving.get(name, {}) or (name, version) in self._failed:
                     continue
                 self._load(name, version, present[version])
+            # ... and a version no longer aspired is unloaded once an aspired one serves, or
+            # when nothing is aspired any more (an empty base path, as TF Serving does by
+            # default), or while more than one un-aspired version serves (lowest first).
             serving = self._serving.get(name, {})
-            if any(v in serving for v in aspired):
-                for version in [v for v in serving if v not in aspired]:
-                    self._unload(name, version)
+            unaspired = sorted(v for v in serving if v not in aspired)
+            if not aspired or any(v in serving for v in aspired):
+                doomed = unaspired
+            else:
+                doomed = unaspired[:-1]
+            for version in doomed:
+                self._unload(name, version)
 
     # --- load / unload -------------------------------------------------------------------
 
@@ -247,7 +308,7 @@ class ModelManager:
         self._set_status(name, version, VersionStatus(State.LOADING))
         attempts = 1 + max(0, self.options.max_num_load_retries)
         started = time.perf_counter()
-        error = ""
+        error, code = "", grpc.StatusCode.UNKNOWN
         for attempt in range(attempts):
             if attempt:
                 if self._stop.wait(self.options.load_retry_interval_seconds):
@@ -259,6 +320,7 @@ class ModelManager:
                 if self.options.enable_model_warmup:
                     servable.warmup(self.options.num_request_iterations_for_warmup)
             except Exception as exc:
+                code = _error_code(exc)
                 error = f"{type(exc).__name__}: {getattr(exc, 'message', None) or exc}"
                 log.error(
                     "Loading servable: {name: %s version: %d} failed: %s", name, version, error
@@ -284,7 +346,7 @@ class ModelManager:
         self._set_status(
             name,
             version,
-            VersionStatus(State.END, ServingError(grpc.StatusCode.UNKNOWN, error)),
+            VersionStatus(State.END, ServingError(code, error)),
         )
         self._event("load_failure", name, version, time.perf_counter() - started, error)
 
@@ -298,6 +360,7 @@ class ModelManager:
         with handle.lock:
             handle.retired = True
             idle = handle.inflight == 0
+            handle.closed = idle
         if idle:
             handle.servable.close()
         # else: the last request to release it closes it (see handle()).
@@ -337,23 +400,29 @@ class ModelManager:
                 INVALID_ARGUMENT for an unknown label or a spec without a name.
         """
         name, version = self.resolve_version(spec)
-        versions = self._serving.get(name, {})
-        if version is None:
-            handle = versions[max(versions)] if versions else None
-            request = f"Latest({name})"
-        else:
-            handle = versions.get(version)
-            request = f"Specific({name}, {version})"
-        if handle is None:
-            raise not_found(f"Servable not found for request: {request}")
-        with handle.lock:
-            handle.inflight += 1
+        request = f"Latest({name})" if version is None else f"Specific({name}, {version})"
+        while True:
+            versions = self._serving.get(name, {})
+            if version is None:
+                handle = versions[max(versions)] if versions else None
+            else:
+                handle = versions.get(version)
+            if handle is None:
+                raise not_found(f"Servable not found for request: {request}")
+            with handle.lock:
+                if not handle.closed:
+                    handle.inflight += 1
+                    break
+            # Unloaded and closed between the snapshot read and the acquire: it has already
+            # left the snapshot, so reading it again finds its successor (or nothing).
         try:
             yield handle.servable
         finally:
             with handle.lock:
                 handle.inflight -= 1
-                close = handle.retired and handle.inflight == 0
+                close = handle.retired and handle.inflight == 0 and not handle.closed
+                if close:
+                    handle.closed = True
             if close:
                 threading.Thread(target=handle.servable.close, daemon=True).start()
 

@@ -22,10 +22,13 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from serving import config as server_config
-from serving.manager import ManagerOptions, ModelManager
 from serving.metrics import create_metrics, setup_server_logging
+
+if TYPE_CHECKING:  # serving.manager imports TensorFlow: not before the flags are checked
+    from serving.manager import ManagerOptions, ModelManager
 
 log = logging.getLogger("serving")
 
@@ -55,6 +58,8 @@ class RunningServer:
 
 
 def manager_options(flags) -> ManagerOptions:
+    from serving.manager import ManagerOptions
+
     return ManagerOptions(
         file_system_poll_wait_seconds=flags.file_system_poll_wait_seconds,
         max_num_load_retries=flags.max_num_load_retries,
@@ -80,9 +85,9 @@ async def start_server(flags, model_config) -> RunningServer:
     import grpc
     from grpc_health.v1 import health_pb2, health_pb2_grpc
     from grpc_health.v1._async import HealthServicer
-    from tensorflow_serving.apis import model_service_pb2_grpc, prediction_service_pb2_grpc
 
-    from serving.service import ModelService, PredictionService, ServingCore
+    from serving.manager import ModelManager
+    from serving.service import ServingCore, add_services
 
     loop = asyncio.get_running_loop()
     metrics = create_metrics()
@@ -105,10 +110,7 @@ async def start_server(flags, model_config) -> RunningServer:
     # Several processes share the port on purpose; one process must fail on a busy port.
     options.append(("grpc.so_reuseport", 1 if processes > 1 else 0))
     server = grpc.aio.server(options=options)
-    prediction_service_pb2_grpc.add_PredictionServiceServicer_to_server(
-        PredictionService(core), server
-    )
-    model_service_pb2_grpc.add_ModelServiceServicer_to_server(ModelService(core), server)
+    add_services(server, core)
     if flags.enable_grpc_healthcheck_service:
         health = HealthServicer()
         await health.set("", health_pb2.HealthCheckResponse.SERVING)
@@ -152,25 +154,39 @@ async def start_server(flags, model_config) -> RunningServer:
 
 
 async def _poll_config_file(flags, running: RunningServer, stop: asyncio.Event) -> None:
-    """Re-reads --model_config_file every poll interval and reloads it when it changed."""
+    """Re-reads --model_config_file every poll interval and reloads it.
+
+    As TF Serving's Server::PollFilesystemAndReloadConfig: every poll reloads the file's config
+    (a config set by HandleReloadConfigRequest lasts until the next poll), and a file that does
+    not parse, or a reload that fails, is logged while the running config keeps serving.
+    """
+    from serving.errors import ServingError
+
     interval = flags.model_config_file_poll_wait_seconds
     path = Path(flags.model_config_file)
-    last = path.read_bytes()
     loop = asyncio.get_running_loop()
+    last = path.read_bytes() if path.is_file() else b""
     while not stop.is_set():
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(stop.wait(), interval)
             return
         try:
             current = path.read_bytes()
-            if current == last:
-                continue
             new_config = server_config.model_server_config(flags)
+        except (OSError, server_config.ConfigError) as exc:
+            log.error("Failed to read ModelServerConfig file: %s", exc)
+            continue
+        try:
             await loop.run_in_executor(None, running.manager.reload_config, new_config)
-            last = current
-            log.info("reloaded model config from %s", path)
-        except Exception as exc:  # a bad edit keeps the running config; the next poll retries
-            log.error("model config reload from %s failed: %s", path, exc)
+        except ServingError as exc:
+            log.error("PollFilesystemAndReloadConfig failed to ReloadConfig: %s", exc.message)
+            continue
+        except Exception:  # the poller must survive whatever a reload raises
+            log.exception("PollFilesystemAndReloadConfig failed to ReloadConfig")
+            continue
+        if current != last:
+            log.info("reloaded the model config from %s", path)
+        last = current
 
 
 async def serve(flags, model_config) -> int:
@@ -179,7 +195,13 @@ async def serve(flags, model_config) -> int:
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)
-    running = await start_server(flags, model_config)
+    from serving.errors import ServingError
+
+    try:
+        running = await start_server(flags, model_config)
+    except ServingError as exc:  # e.g. a model that did not become available
+        log.error("Failed to start server. Error: %s: %s", exc.code.name, exc.message)
+        return 1
     pollers = []
     if flags.model_config_file and flags.model_config_file_poll_wait_seconds > 0:
         pollers.append(asyncio.create_task(_poll_config_file(flags, running, stop)))
@@ -196,19 +218,24 @@ async def serve(flags, model_config) -> int:
 def _supervise(argv: list[str], processes: int) -> int:
     """Starts `processes` server processes on the same ports and relays signals to them."""
     metrics_dir = tempfile.mkdtemp(prefix="perucast-metrics-")
-    children = []
-    for index in range(processes):
-        env = {**os.environ, WORKER_ENV: str(index), "PROMETHEUS_MULTIPROC_DIR": metrics_dir}
-        children.append(subprocess.Popen([sys.executable, "-m", "serving", *argv], env=env))
-    log.info("started %d server processes: %s", processes, [c.pid for c in children])
+    children: list[subprocess.Popen] = []
+    stopping = []
 
     def forward(signum, _frame):
+        stopping.append(signum)
         for child in children:
             if child.poll() is None:
                 child.send_signal(signum)
 
+    # Handlers first: a SIGTERM during start-up must reach the workers, not orphan them.
     signal.signal(signal.SIGTERM, forward)
     signal.signal(signal.SIGINT, forward)
+    for index in range(processes):
+        if stopping:
+            break
+        env = {**os.environ, WORKER_ENV: str(index), "PROMETHEUS_MULTIPROC_DIR": metrics_dir}
+        children.append(subprocess.Popen([sys.executable, "-m", "serving", *argv], env=env))
+    log.info("started %d server processes: %s", processes, [c.pid for c in children])
     code = 0
     while children:
         for child in list(children):

@@ -37,6 +37,8 @@ def test_console_script_is_installed_and_shows_help() -> None:
         ["data", "validate", "--help"],
         ["data", "ingest", "--help"],
         ["data", "preprocess", "--help"],
+        ["serve", "--help"],
+        ["predict", "--help"],
     ],
 )
 def test_every_command_has_help(args: list[str]) -> None:
