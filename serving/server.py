@@ -269,8 +269,7 @@ def main(argv: list[str] | None = None) -> int:
         if ssl is not None:
             server_config.server_credentials(ssl)
     except server_config.ConfigError as exc:
-        log.error("%s", exc)
-        print(str(exc), file=sys.stderr)
+        log.error("%s", exc)  # the log goes to stderr, in the chosen --log_format
         return 1
     if flags.num_server_processes > 1 and WORKER_ENV not in os.environ:
         return _supervise(argv, flags.num_server_processes)
