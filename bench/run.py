@@ -477,7 +477,7 @@ def serving_suite(args: argparse.Namespace) -> dict[str, Any]:
     return run_serving(
         _serving_model(args),
         WORK_DIR / "serving",
-        duration_s=3 if args.quick else 5,
+        duration_s=3 if args.quick else 10,
         model_name=SERVING_MODEL,
     )
 

@@ -59,6 +59,26 @@ class Signature:
             plan[alias] = (info.dtype, shape)
         return plan
 
+    @functools.cached_property
+    def flat_call(self) -> tuple[Any, list[str]] | None:
+        """The loaded function's flat call and its argument order, or None to use `__call__`.
+
+        `ConcreteFunction.__call__` canonicalizes and type-checks every keyword argument
+        against its structured signature: 1.6 ms of the 2.8 ms a 69-input crop_demand call takes
+        on this machine. The server has already checked names, dtypes and shapes against the
+        SignatureDef, so it calls the flat function those checks end in (`_call_flat`, a
+        private TensorFlow method, hence the fallback when it is missing or its arguments are
+        not exactly the signature's inputs). tests/test_serving_servable.py checks both paths
+        give the same outputs.
+        """
+        call = getattr(self.function, "_call_flat", None)
+        keywords = getattr(self.function, "_arg_keywords", None)
+        if call is None or keywords is None or set(keywords) != set(self.definition.inputs):
+            return None
+        if len(keywords) != len(self.definition.inputs):
+            return None
+        return call, list(keywords)
+
     def inputs_match(self, inputs: Mapping[str, np.ndarray]) -> bool:
         """True when names, dtypes, known dims and the batch size all match (the common case).
 
@@ -109,8 +129,14 @@ class Signature:
         import tensorflow as tf
 
         try:
-            results = self.function(**{key: tf.constant(value) for key, value in inputs.items()})
-        except (tf.errors.InvalidArgumentError, TypeError, ValueError) as exc:
+            tensors = {key: tf.constant(value) for key, value in inputs.items()}
+            flat = self.flat_call
+            if flat is not None:
+                call, keywords = flat
+                results = call([tensors[key] for key in keywords], self.function.captured_inputs)
+            else:
+                results = self.function(**tensors)
+        except (tf.errors.InvalidArgumentError, TypeError, ValueError, KeyError) as exc:
             raise invalid_argument(_tf_message(exc)) from exc
         except tf.errors.OpError as exc:
             raise ServingError(_grpc_code(exc), _tf_message(exc)) from exc

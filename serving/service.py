@@ -62,6 +62,7 @@ class ServingCore:
         self.metrics = metrics
         self.executor = executor
         self.reload_allowed = reload_allowed
+        self.active_requests = 0  # requests between decode and encode, on this process
 
     # --- running the model ---------------------------------------------------------------
 
@@ -75,6 +76,11 @@ class ServingCore:
 
             batcher = servable.batcher(signature.name, self.batching, on_batch)
             return await batcher.submit(inputs)
+        if self.active_requests <= 1:
+            # Nothing else is in flight: run on the loop and skip two thread hand-offs (the
+            # loop would only wait). Under concurrency, runs go to threads so that decoding
+            # and encoding overlap TensorFlow, which releases the GIL.
+            return signature.run(inputs)
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(self.executor, signature.run, inputs)
 
@@ -89,6 +95,7 @@ class ServingCore:
         started = time.perf_counter()
         seen = {"version": ""}
         code = "OK"
+        self.active_requests += 1
         try:
             return await call(seen)
         except ServingError as exc:
@@ -101,6 +108,7 @@ class ServingCore:
             code = "INTERNAL"
             raise
         finally:
+            self.active_requests -= 1
             self.metrics.observe_request(
                 model, seen["version"], api, protocol, code, time.perf_counter() - started
             )

@@ -123,6 +123,7 @@ def _h2load(
         str(log_file),
         url,
     ]
+    log_file.unlink(missing_ok=True)  # h2load appends: each run must count only its own rows
     proc = subprocess.run(
         cmd, capture_output=True, text=True, timeout=duration_s + timeout_s, check=False
     )
@@ -136,6 +137,10 @@ def _h2load(
         )
     if not latencies:
         raise RuntimeError(f"h2load completed no request in {duration_s}s: {counters}")
+    if len(latencies) != counters["succeeded"]:
+        raise RuntimeError(
+            f"h2load's log has {len(latencies)} rows for {counters['succeeded']} requests"
+        )
     return cmd, counters, latencies
 
 
