@@ -127,14 +127,15 @@ class RestApi:
             ) from exc
 
     async def predict(self, spec: model_pb2.ModelSpec, body: bytes) -> web.Response:
-        return web.Response(body=await self.core.predict_json(spec, body), content_type=JSON)
+        body = await self.core.call(self.core.predict_json, spec, body)
+        return web.Response(body=body, content_type=JSON)
 
     async def classify(self, spec: model_pb2.ModelSpec, body: bytes) -> web.Response:
         request = classification_pb2.ClassificationRequest(model_spec=spec)
         signature_name, request_input = codec.decode_examples_request(body)
         request.model_spec.signature_name = signature_name or ""
         request.input.CopyFrom(request_input)
-        response = await self.core.classify(request, protocol="rest")
+        response = await self.core.call(self.core.classify, request, "rest")
         return web.Response(body=codec.encode_classify_response(response.result), content_type=JSON)
 
     async def regress(self, spec: model_pb2.ModelSpec, body: bytes) -> web.Response:
@@ -142,18 +143,17 @@ class RestApi:
         signature_name, request_input = codec.decode_examples_request(body)
         request.model_spec.signature_name = signature_name or ""
         request.input.CopyFrom(request_input)
-        response = await self.core.regress(request, protocol="rest")
+        response = await self.core.call(self.core.regress, request, "rest")
         return web.Response(body=codec.encode_regress_response(response.result), content_type=JSON)
 
     async def status(self, spec: model_pb2.ModelSpec) -> web.Response:
-        response = await self.core.status(
-            get_model_status_pb2.GetModelStatusRequest(model_spec=spec), protocol="rest"
-        )
+        request = get_model_status_pb2.GetModelStatusRequest(model_spec=spec)
+        response = self.core.status(request, "rest")  # no model run: never blocks
         return web.Response(body=codec.encode_status_json(response), content_type=JSON)
 
     async def metadata(self, spec: model_pb2.ModelSpec) -> web.Response:
         request = get_model_metadata_pb2.GetModelMetadataRequest(
             model_spec=spec, metadata_field=["signature_def"]
         )
-        response = await self.core.metadata(request, protocol="rest")
+        response = await self.core.call(self.core.metadata, request, "rest")
         return web.Response(body=codec.encode_metadata_json(response), content_type=JSON)
