@@ -90,8 +90,8 @@ class ServingCore:
         add latency); under concurrency it goes to the thread pool, so that the loop keeps
         accepting requests while this one waits for its batch or for TensorFlow.
         """
-        if self.active_requests == 0:
-            return method(*args)
+        if self.active_requests == 0 and self.batching is None:
+            return method(*args)  # (with batching, the wait for a batch must not block the loop)
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(self.executor, method, *args)
 
