@@ -127,7 +127,7 @@ class RestApi:
             ) from exc
 
     async def predict(self, spec: model_pb2.ModelSpec, body: bytes) -> web.Response:
-        body = await self.core.call(self.core.predict_json, spec, body)
+        body = await self.core.predict_json(spec, body)
         return web.Response(body=body, content_type=JSON)
 
     async def classify(self, spec: model_pb2.ModelSpec, body: bytes) -> web.Response:

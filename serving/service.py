@@ -11,10 +11,11 @@ same status code.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
 
@@ -83,6 +84,22 @@ class ServingCore:
             return batcher.submit_blocking(inputs)
         return signature.run(inputs)
 
+    async def run_async(
+        self, servable: Servable, signature: Signature, inputs: dict[str, np.ndarray]
+    ) -> dict[str, np.ndarray]:
+        """`run` for the event loop: awaits the batch instead of blocking a thread on it."""
+        if self.batching is not None:
+
+            def on_batch(size: int, padded: int, delay: float) -> None:
+                self.metrics.observe_batch(servable.name, servable.version, size, padded, delay)
+
+            batcher = servable.batcher(signature.name, self.batching, on_batch)
+            return await batcher.submit(inputs)
+        if self.active_requests <= 1:  # alone: no thread hand-offs
+            return signature.run(inputs)
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self.executor, signature.run, inputs)
+
     async def call(self, method: Callable[..., T], *args) -> T:
         """Calls a blocking core method from the event loop (REST).
 
@@ -95,11 +112,12 @@ class ServingCore:
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(self.executor, method, *args)
 
-    def observed(self, api: str, protocol: str, model: str, call: Callable[[dict], T]) -> T:
-        """Runs `call(seen)` and records its count, status code and latency.
+    @contextlib.contextmanager
+    def observing(self, api: str, protocol: str, model: str) -> Iterator[dict]:
+        """Counts a request and records its status code and latency when it ends.
 
-        `call` puts the version it resolved in `seen["version"]`, so that a request failing
-        after resolution (a bad input, say) is still counted under its version.
+        The caller puts the version it resolved in the yielded `seen["version"]`, so that a
+        request failing after resolution (a bad input, say) is counted under its version.
         """
         started = time.perf_counter()
         seen = {"version": ""}
@@ -107,9 +125,12 @@ class ServingCore:
         with self._lock:
             self.active_requests += 1
         try:
-            return call(seen)
+            yield seen
         except ServingError as exc:
             code = exc.code.name
+            raise
+        except asyncio.CancelledError:
+            code = "CANCELLED"
             raise
         except Exception:
             code = "INTERNAL"
@@ -120,6 +141,11 @@ class ServingCore:
             self.metrics.observe_request(
                 model, seen["version"], api, protocol, code, time.perf_counter() - started
             )
+
+    def observed(self, api: str, protocol: str, model: str, call: Callable[[dict], T]) -> T:
+        """Runs `call(seen)` inside `observing`."""
+        with self.observing(api, protocol, model) as seen:
+            return call(seen)
 
     # --- APIs ----------------------------------------------------------------------------
 
@@ -134,11 +160,11 @@ class ServingCore:
 
         return self.observed("predict", protocol, request.model_spec.name, call)
 
-    def predict_json(self, model_spec, body: bytes) -> bytes:
-        """REST predict: TF Serving's JSON body in, its JSON answer out (all of it observed)."""
+    async def predict_json(self, model_spec, body: bytes) -> bytes:
+        """REST predict on the event loop: TF Serving's JSON in, its JSON answer out."""
         from serving import codec
 
-        def call(seen):
+        with self.observing("predict", "rest", model_spec.name) as seen:
             parsed = codec.parse_json(body)
             signature_name = codec.signature_name_of(parsed) or DEFAULT_SIGNATURE
             with self.manager.handle(model_spec) as servable:
@@ -151,11 +177,8 @@ class ServingCore:
                 inputs, fmt = codec.decode_predict_json(parsed, signature.inputs)
                 if not signature.inputs_match(inputs):
                     codec.check_inputs(inputs, signature.inputs, signature.name)
-                outputs = self.run(servable, signature, inputs)
-                answer = codec.encode_predict_response(outputs, fmt, signature.outputs)
-                return answer
-
-        return self.observed("predict", "rest", model_spec.name, call)
+                outputs = await self.run_async(servable, signature, inputs)
+                return codec.encode_predict_response(outputs, fmt, signature.outputs)
 
     def classify(self, request, protocol: str = "grpc"):
         def call(seen):
