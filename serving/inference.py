@@ -159,34 +159,25 @@ def regression_result(
     return result
 
 
-def classify_sync(servable, request, runner: Runner = inline_runner):
-    signature, inputs = prepare_examples(
-        servable, request.model_spec.signature_name, CLASSIFY_METHOD, request.input
-    )
-    return classify_response(servable, signature, runner(signature, inputs), inputs)
-
-
-def classify_response(servable, signature, outputs, inputs):
-    response = classification_pb2.ClassificationResponse()
-    fill_model_spec(response.model_spec, servable, signature.name)
+def examples_response(servable, signature, method: str, outputs, inputs):
+    """The Classify or Regress response (by `method`) for a run on serialized examples."""
     batch = len(next(iter(inputs.values())))
-    response.result.CopyFrom(classification_result(signature, outputs, batch))
+    if method == CLASSIFY_METHOD:
+        response = classification_pb2.ClassificationResponse()
+        response.result.CopyFrom(classification_result(signature, outputs, batch))
+    else:
+        response = regression_pb2.RegressionResponse()
+        response.result.CopyFrom(regression_result(outputs, batch))
+    fill_model_spec(response.model_spec, servable, signature.name)
     return response
 
 
-def regress_sync(servable, request, runner: Runner = inline_runner):
+def examples_sync(servable, request, method: str, runner: Runner = inline_runner):
+    """Classify or Regress (by `method`) in the caller's thread."""
     signature, inputs = prepare_examples(
-        servable, request.model_spec.signature_name, REGRESS_METHOD, request.input
+        servable, request.model_spec.signature_name, method, request.input
     )
-    return regress_response(servable, signature, runner(signature, inputs), inputs)
-
-
-def regress_response(servable, signature, outputs, inputs):
-    response = regression_pb2.RegressionResponse()
-    fill_model_spec(response.model_spec, servable, signature.name)
-    batch = len(next(iter(inputs.values())))
-    response.result.CopyFrom(regression_result(outputs, batch))
-    return response
+    return examples_response(servable, signature, method, runner(signature, inputs), inputs)
 
 
 # --- MultiInference -------------------------------------------------------------------------
@@ -226,10 +217,10 @@ def multi_inference_sync(servable, request, runner: Runner = inline_runner):
 
 def multi_inference_result(servable, signature, task, outputs, inputs):
     result = inference_pb2.InferenceResult()
-    fill_model_spec(result.model_spec, servable, signature.name)
-    batch = len(next(iter(inputs.values())))
+    response = examples_response(servable, signature, task.method_name, outputs, inputs)
+    result.model_spec.CopyFrom(response.model_spec)
     if task.method_name == CLASSIFY_METHOD:
-        result.classification_result.CopyFrom(classification_result(signature, outputs, batch))
+        result.classification_result.CopyFrom(response.result)
     else:
-        result.regression_result.CopyFrom(regression_result(outputs, batch))
+        result.regression_result.CopyFrom(response.result)
     return result

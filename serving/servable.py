@@ -293,9 +293,9 @@ class Servable:
                 if kind == "predict_log":
                     inference.predict_sync(self, entry.predict_log.request)
                 elif kind == "classify_log":
-                    inference.classify_sync(self, entry.classify_log.request)
+                    inference.examples_sync(self, entry.classify_log.request, CLASSIFY_METHOD)
                 elif kind == "regress_log":
-                    inference.regress_sync(self, entry.regress_log.request)
+                    inference.examples_sync(self, entry.regress_log.request, REGRESS_METHOD)
                 elif kind == "multi_inference_log":
                     inference.multi_inference_sync(self, entry.multi_inference_log.request)
                 else:

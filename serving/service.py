@@ -71,17 +71,18 @@ class ServingCore:
 
     # --- running the model ---------------------------------------------------------------
 
+    def _batcher(self, servable: Servable, signature: Signature):
+        def on_batch(size: int, padded: int, delay: float) -> None:
+            self.metrics.observe_batch(servable.name, servable.version, size, padded, delay)
+
+        return servable.batcher(signature.name, self.batching, on_batch)
+
     def run(
         self, servable: Servable, signature: Signature, inputs: dict[str, np.ndarray]
     ) -> dict[str, np.ndarray]:
         """Runs the model for one request: through its batcher, or right here."""
         if self.batching is not None:
-
-            def on_batch(size: int, padded: int, delay: float) -> None:
-                self.metrics.observe_batch(servable.name, servable.version, size, padded, delay)
-
-            batcher = servable.batcher(signature.name, self.batching, on_batch)
-            return batcher.submit_blocking(inputs)
+            return self._batcher(servable, signature).submit_blocking(inputs)
         return signature.run(inputs)
 
     async def run_async(
@@ -89,12 +90,7 @@ class ServingCore:
     ) -> dict[str, np.ndarray]:
         """`run` for the event loop: awaits the batch instead of blocking a thread on it."""
         if self.batching is not None:
-
-            def on_batch(size: int, padded: int, delay: float) -> None:
-                self.metrics.observe_batch(servable.name, servable.version, size, padded, delay)
-
-            batcher = servable.batcher(signature.name, self.batching, on_batch)
-            return await batcher.submit(inputs)
+            return await self._batcher(servable, signature).submit(inputs)
         if self.active_requests <= 1:  # alone: no thread hand-offs
             return signature.run(inputs)
         loop = asyncio.get_running_loop()
@@ -116,7 +112,7 @@ class ServingCore:
     def observing(self, api: str, protocol: str, model: str) -> Iterator[dict]:
         """Counts a request and records its status code and latency when it ends.
 
-        The caller puts the version it resolved in the yielded `seen["version"]`, so that a
+        `handle(seen, spec)` notes the version it resolved in the yielded `seen`, so that a
         request failing after resolution (a bad input, say) is counted under its version.
         """
         started = time.perf_counter()
@@ -142,23 +138,23 @@ class ServingCore:
                 model, seen["version"], api, protocol, code, time.perf_counter() - started
             )
 
-    def observed(self, api: str, protocol: str, model: str, call: Callable[[dict], T]) -> T:
-        """Runs `call(seen)` inside `observing`."""
-        with self.observing(api, protocol, model) as seen:
-            return call(seen)
+    @contextlib.contextmanager
+    def handle(self, seen: dict, model_spec) -> Iterator[Servable]:
+        """The manager's servable for `model_spec`, its version noted in `seen` for metrics."""
+        with self.manager.handle(model_spec) as servable:
+            seen["version"] = str(servable.version)
+            yield servable
 
     # --- APIs ----------------------------------------------------------------------------
 
     def predict(self, request, protocol: str = "grpc"):
-        def call(seen):
-            with self.manager.handle(request.model_spec) as servable:
-                seen["version"] = str(servable.version)
-                signature, inputs, keys = inference.prepare_predict(servable, request)
-                outputs = self.run(servable, signature, inputs)
-                response = inference.predict_response(servable, signature, outputs, keys)
-                return response
-
-        return self.observed("predict", protocol, request.model_spec.name, call)
+        with (
+            self.observing("predict", protocol, request.model_spec.name) as seen,
+            self.handle(seen, request.model_spec) as servable,
+        ):
+            signature, inputs, keys = inference.prepare_predict(servable, request)
+            outputs = self.run(servable, signature, inputs)
+            return inference.predict_response(servable, signature, outputs, keys)
 
     async def predict_json(self, model_spec, body: bytes) -> bytes:
         """REST predict on the event loop: TF Serving's JSON in, its JSON answer out."""
@@ -167,8 +163,7 @@ class ServingCore:
         with self.observing("predict", "rest", model_spec.name) as seen:
             parsed = codec.parse_json(body)
             signature_name = codec.signature_name_of(parsed) or DEFAULT_SIGNATURE
-            with self.manager.handle(model_spec) as servable:
-                seen["version"] = str(servable.version)
+            with self.handle(seen, model_spec) as servable:
                 signature = servable.signatures.get(signature_name)
                 if signature is None:  # TF Serving's REST handler words it so (GetInfoMap)
                     raise invalid_argument(
@@ -181,45 +176,29 @@ class ServingCore:
                 return codec.encode_predict_response(outputs, fmt, signature.outputs)
 
     def classify(self, request, protocol: str = "grpc"):
-        def call(seen):
-            with self.manager.handle(request.model_spec) as servable:
-                seen["version"] = str(servable.version)
-                signature, inputs = inference.prepare_examples(
-                    servable,
-                    request.model_spec.signature_name,
-                    inference.CLASSIFY_METHOD,
-                    request.input,
-                )
-                outputs = self.run(servable, signature, inputs)
-                response = inference.classify_response(servable, signature, outputs, inputs)
-                return response
-
-        return self.observed("classify", protocol, request.model_spec.name, call)
+        return self._examples("classify", inference.CLASSIFY_METHOD, request, protocol)
 
     def regress(self, request, protocol: str = "grpc"):
-        def call(seen):
-            with self.manager.handle(request.model_spec) as servable:
-                seen["version"] = str(servable.version)
-                signature, inputs = inference.prepare_examples(
-                    servable,
-                    request.model_spec.signature_name,
-                    inference.REGRESS_METHOD,
-                    request.input,
-                )
-                outputs = self.run(servable, signature, inputs)
-                response = inference.regress_response(servable, signature, outputs, inputs)
-                return response
+        return self._examples("regress", inference.REGRESS_METHOD, request, protocol)
 
-        return self.observed("regress", protocol, request.model_spec.name, call)
+    def _examples(self, api: str, method: str, request, protocol: str):
+        with (
+            self.observing(api, protocol, request.model_spec.name) as seen,
+            self.handle(seen, request.model_spec) as servable,
+        ):
+            signature, inputs = inference.prepare_examples(
+                servable, request.model_spec.signature_name, method, request.input
+            )
+            outputs = self.run(servable, signature, inputs)
+            return inference.examples_response(servable, signature, method, outputs, inputs)
 
     def multi_inference(self, request, protocol: str = "grpc"):
         from tensorflow_serving.apis import inference_pb2
 
-        def call(seen):
+        model = request.tasks[0].model_spec.name if request.tasks else ""
+        with self.observing("multi_inference", protocol, model) as seen:
             inference.check_multi_inference(request)
-            spec = request.tasks[0].model_spec
-            with self.manager.handle(spec) as servable:
-                seen["version"] = str(servable.version)
+            with self.handle(seen, request.tasks[0].model_spec) as servable:
                 response = inference_pb2.MultiInferenceResponse()
                 for task in request.tasks:
                     signature, inputs = inference.prepare_examples(
@@ -231,15 +210,11 @@ class ServingCore:
                     )
                 return response
 
-        model = request.tasks[0].model_spec.name if request.tasks else ""
-        return self.observed("multi_inference", protocol, model, call)
-
     def metadata(
         self, request, protocol: str = "grpc"
     ) -> get_model_metadata_pb2.GetModelMetadataResponse:
         """GetModelMetadata: the version's SignatureDefMap, as TF Serving returns it."""
-
-        def call(seen):
+        with self.observing("get_model_metadata", protocol, request.model_spec.name) as seen:
             if not request.metadata_field:
                 raise invalid_argument(
                     "GetModelMetadataRequest must specify at least one metadata_field"
@@ -247,8 +222,7 @@ class ServingCore:
             for field in request.metadata_field:
                 if field != SIGNATURE_DEF_FIELD:
                     raise invalid_argument(f"Metadata field {field} is not supported")
-            with self.manager.handle(request.model_spec) as servable:
-                seen["version"] = str(servable.version)
+            with self.handle(seen, request.model_spec) as servable:
                 response = get_model_metadata_pb2.GetModelMetadataResponse()
                 response.model_spec.name = servable.name
                 response.model_spec.version.value = servable.version
@@ -258,17 +232,13 @@ class ServingCore:
                 response.metadata[SIGNATURE_DEF_FIELD].Pack(signature_map)
                 return response
 
-        return self.observed("get_model_metadata", protocol, request.model_spec.name, call)
-
     def status(
         self, request, protocol: str = "grpc"
     ) -> get_model_status_pb2.GetModelStatusResponse:
-        def call(seen):
+        with self.observing("get_model_status", protocol, request.model_spec.name):
             response = get_model_status_pb2.GetModelStatusResponse()
             response.model_version_status.extend(self.manager.model_status(request.model_spec))
             return response
-
-        return self.observed("get_model_status", protocol, request.model_spec.name, call)
 
     def reload_config(
         self, request: model_management_pb2.ReloadConfigRequest
