@@ -19,6 +19,7 @@ from components import validate as validate_step
 from models import USE_CASE_NAMES, get_use_case
 from perucast import __version__
 from perucast.exitcodes import ExitCode
+from pipelines import cli as pipeline_cli
 
 app = typer.Typer(
     name="perucast",
@@ -32,6 +33,7 @@ data_app = typer.Typer(
     no_args_is_help=True,
 )
 app.add_typer(data_app, name="data")
+app.add_typer(pipeline_cli.app, name="pipeline")
 
 
 def _version(value: bool) -> None:

@@ -1,0 +1,263 @@
+"""``perucast pipeline``: run a training pipeline locally, compile the pipelines, submit a run.
+
+Exit codes: 0 ok (the run succeeded), 1 the run failed (the failing step and its error are
+printed), 2 usage error, 3 compiled pipeline not found.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from pydantic import ValidationError
+
+from models import USE_CASE_NAMES
+from perucast.exitcodes import ExitCode
+
+app = typer.Typer(
+    help="Kubeflow pipelines: run locally (kfp.local), compile, submit to a cluster.",
+    no_args_is_help=True,
+)
+
+UseCaseOption = Annotated[str, typer.Option("--use-case", help=f"{', '.join(USE_CASE_NAMES)}.")]
+
+
+def _config(**values: Any):
+    from pipelines.config import PipelineConfig
+
+    try:
+        config = PipelineConfig.model_validate(values)
+        config.check_steps()
+    except ValidationError as err:
+        lines = [
+            f"{'.'.join(str(p) for p in e['loc']) or 'config'}: {e['msg']}" for e in err.errors()
+        ]
+        raise typer.BadParameter("; ".join(lines)) from None
+    return config
+
+
+def _source(
+    seed: int, scale: str, path: Path | None, dvc_repo: str | None, dvc_rev: str, dvc_path: str
+) -> dict[str, Any]:
+    if path is not None and dvc_repo:
+        raise typer.BadParameter("give --source-path or --dvc-repo, not both")
+    if path is not None:
+        return {"kind": "path", "path": str(path.resolve())}
+    if dvc_repo:
+        return {"kind": "dvc", "dvc_repo": dvc_repo, "dvc_rev": dvc_rev, "dvc_path": dvc_path}
+    return {"kind": "synthetic", "seed": seed, "scale": scale}
+
+
+@contextlib.contextmanager
+def local_server(serving_config: Path, log_path: Path) -> Iterator[str]:
+    """A perucast-model-server polling ``serving_config`` every second, for one run.
+
+    A missing config file is created with an empty model list: the deploy step adds the model.
+    """
+    from serving.process import ModelServer
+
+    if not serving_config.exists():
+        serving_config.parent.mkdir(parents=True, exist_ok=True)
+        serving_config.write_text("model_config_list {\n}\n")
+    server = ModelServer(
+        [
+            f"--model_config_file={serving_config.resolve()}",
+            "--model_config_file_poll_wait_seconds=1",
+            "--file_system_poll_wait_seconds=1",
+        ],
+        log_path,
+    )
+    with server.start():
+        yield server.target
+
+
+@app.command("run")
+def run(
+    use_case: UseCaseOption,
+    seed: Annotated[int, typer.Option(help="Synthetic data seed.", min=0)] = 42,
+    scale: Annotated[str, typer.Option(help="Synthetic data scale: tiny, small, full.")] = "small",
+    source_path: Annotated[
+        Path | None, typer.Option(help="Raw tables from this directory instead.")
+    ] = None,
+    dvc_repo: Annotated[str | None, typer.Option(help="Raw tables from a DVC repo.")] = None,
+    dvc_rev: Annotated[str, typer.Option(help="Git revision of --dvc-repo.")] = "",
+    dvc_path: Annotated[str, typer.Option(help="Tables' directory in --dvc-repo.")] = "",
+    workers: Annotated[int, typer.Option(help="Local training worker processes.")] = 2,
+    epochs: Annotated[int, typer.Option(help="Most training epochs.")] = 30,
+    batch_size: Annotated[
+        int | None, typer.Option(help="Global batch (default per use case).")
+    ] = None,
+    patience: Annotated[int | None, typer.Option(help="Early-stopping patience.")] = None,
+    min_improvement: Annotated[
+        float | None, typer.Option(help="Margin to beat seasonal naive by (MASE).")
+    ] = None,
+    max_regression: Annotated[
+        float, typer.Option(help="How much worse than the served model a candidate may be.")
+    ] = 0.02,
+    baselines: Annotated[
+        str, typer.Option(help="Comma-separated: seasonal_naive, ets, gbt.")
+    ] = "seasonal_naive,ets,gbt",
+    model_repository: Annotated[
+        Path, typer.Option(help="Model repository (push writes versions here).")
+    ] = Path("model_repository"),
+    deploy: Annotated[
+        str, typer.Option(help="local (canary via the serving config) or none (push only).")
+    ] = "local",
+    serving_config: Annotated[
+        Path | None,
+        typer.Option(help="ModelServerConfig a server polls; default <repository>/models.config."),
+    ] = None,
+    serving_target: Annotated[
+        str | None,
+        typer.Option(help="gRPC host:port of that server; default: start one for the run."),
+    ] = None,
+    pipeline_root: Annotated[
+        Path, typer.Option(help="Where kfp.local keeps the run's artifacts.")
+    ] = Path("local_outputs"),
+) -> None:
+    """Run a use case's training pipeline on this machine (kfp.local SubprocessRunner)."""
+    from rich.console import Console
+
+    from pipelines.run import run_local
+
+    console = Console()
+    repo = model_repository.resolve()
+    config_file = (serving_config or repo / "models.config").resolve()
+    if deploy not in ("local", "none"):
+        raise typer.BadParameter("local or none (kubernetes: use submit)", param_hint="--deploy")
+    config = _config(
+        use_case=use_case,
+        source=_source(seed, scale, source_path, dvc_repo, dvc_rev, dvc_path),
+        executor="local",
+        workers=workers,
+        epochs=epochs,
+        batch_size=batch_size,
+        patience=patience,
+        model_repository=str(repo),
+        min_improvement_vs_naive=min_improvement,
+        max_regression_vs_blessed=max_regression,
+        baselines=tuple(b.strip() for b in baselines.split(",") if b.strip()),
+        deploy_mode=deploy,
+        serving_config=str(config_file),
+        serving_target=serving_target or "127.0.0.1:1",  # replaced by the managed server's
+    )
+    logging.getLogger("kfp").setLevel(logging.INFO)
+
+    def on_step(record: dict[str, Any]) -> None:
+        console.print(f"[green]✓[/green] {record['step']:<11} {record['seconds']:7.1f}s")
+
+    with contextlib.ExitStack() as stack:
+        if deploy == "local" and serving_target is None:
+            console.print(f"starting perucast-model-server on {config_file} for the deploy step")
+            target = stack.enter_context(
+                local_server(config_file, pipeline_root.resolve() / "model-server.log")
+            )
+            config = config.model_copy(update={"serving_target": target})
+        console.rule(f"[bold]{use_case}[/bold] training pipeline (kfp.local)")
+        result = run_local(config, pipeline_root, on_step=on_step)
+    _print_summary(console, result, repo)
+    if not result.succeeded:
+        raise typer.Exit(1)
+
+
+def _print_summary(console, result, repository: Path) -> None:
+    from rich.table import Table
+
+    table = Table(title=f"{result.use_case}: {result.state} in {result.seconds:.0f}s")
+    table.add_column("step")
+    table.add_column("seconds", justify="right")
+    table.add_column("share", justify="right")
+    total = sum(result.step_seconds().values()) or 1.0
+    for step, seconds in result.step_seconds().items():
+        table.add_row(step, f"{seconds:.1f}", f"{seconds / total:.0%}")
+    console.print(table)
+    if result.error:
+        console.print(f"[red]error:[/red] {result.error}")
+    from perucast.export import versions
+
+    model_dir = repository / result.use_case
+    present = versions(model_dir) if model_dir.is_dir() else []
+    console.print(f"model repository {model_dir}: versions {present or 'none'}")
+
+
+@app.command("compile")
+def compile_(
+    out: Annotated[
+        Path | None, typer.Option(help="Directory (default pipelines/compiled).")
+    ] = None,
+) -> None:
+    """Compile both use cases' pipelines (CPU and GPU variants) to YAML."""
+    from pipelines.run import COMPILED_DIR, compile_all
+
+    for path in compile_all(out or COMPILED_DIR):
+        typer.echo(f"wrote {path}")
+
+
+@app.command("submit")
+def submit_(
+    use_case: UseCaseOption,
+    host: Annotated[str, typer.Option(help="KFP API endpoint, e.g. https://kubeflow/pipeline.")],
+    experiment: Annotated[
+        str, typer.Option(help="Experiment (created when missing).")
+    ] = "perucast",
+    run_name: Annotated[str | None, typer.Option(help="Run display name.")] = None,
+    schedule: Annotated[
+        str | None,
+        typer.Option(help="Cron (seconds first, e.g. '0 0 3 * * 1'): a recurring retraining run."),
+    ] = None,
+    gpu: Annotated[bool, typer.Option(help="Train on a GPU node (the -gpu pipeline).")] = False,
+    namespace: Annotated[str | None, typer.Option(help="Kubeflow user namespace.")] = None,
+    token: Annotated[
+        str | None, typer.Option(envvar="KFP_TOKEN", help="Bearer token (or $KFP_TOKEN).")
+    ] = None,
+    seed: Annotated[int, typer.Option(min=0)] = 42,
+    scale: Annotated[str, typer.Option()] = "small",
+    source_path: Annotated[str | None, typer.Option(help="Raw tables on a mounted path.")] = None,
+    dvc_repo: Annotated[str | None, typer.Option()] = None,
+    dvc_rev: Annotated[str, typer.Option()] = "",
+    dvc_path: Annotated[str, typer.Option()] = "",
+    workers: Annotated[int, typer.Option(help="TFJob workers.")] = 2,
+    gpus: Annotated[int, typer.Option(help="GPUs per TFJob worker.")] = 0,
+    epochs: Annotated[int, typer.Option()] = 30,
+    executor: Annotated[str, typer.Option(help="kubernetes or local (in the task's pod).")] = (
+        "kubernetes"
+    ),
+) -> None:
+    """Submit a run (or a recurring run) of a compiled pipeline to Kubeflow Pipelines."""
+    from pipelines.run import submit
+
+    source = (
+        {"kind": "path", "path": source_path}
+        if source_path
+        else _source(seed, scale, None, dvc_repo, dvc_rev, dvc_path)
+    )
+    config = _config(
+        use_case=use_case,
+        source=source,
+        executor=executor,
+        workers=workers,
+        gpus=gpus,
+        epochs=epochs,
+    )
+    try:
+        done = submit(
+            host,
+            config,
+            experiment=experiment,
+            run_name=run_name,
+            schedule=schedule,
+            gpu=gpu,
+            namespace=namespace,
+            existing_token=token,
+        )
+    except FileNotFoundError as err:
+        typer.echo(f"error: {err}", err=True)
+        raise typer.Exit(ExitCode.INPUT_NOT_FOUND) from None
+    if done.recurring_run_id:
+        typer.echo(f"recurring run {done.recurring_run_id} ({schedule}) in {experiment}")
+    else:
+        typer.echo(f"run {done.run_id} in {experiment}: {done.url}")

@@ -1,0 +1,176 @@
+"""The training pipeline of a use case: ingest -> validate -> preprocess -> train -> evaluate
+-> (blessed) push -> (pushed) deploy, inside an exit handler that records the outcome.
+
+One pipeline per use case (:func:`build_pipeline`), compiled to
+``pipelines/compiled/<use case>.yaml`` (CPU nodes) and ``<use case>-gpu.yaml`` (the train task
+on a GPU node). Its parameters default to the cluster settings of :mod:`pipelines.config`;
+``perucast pipeline run`` fills in local paths instead.
+
+Kubernetes settings live beside the tasks (kfp-kubernetes): the model repository PVC on the
+tasks that read or write it, the DVC remote's credentials as environment variables of ingest
+(an optional Secret: a synthetic or path source needs none), CPU and memory requests and limits,
+and for the GPU variant an ``nvidia.com/gpu`` accelerator, the GPU taint's toleration and the
+GPU Operator's node label on the train task. ``kfp.local`` ignores them.
+"""
+
+# No `from __future__ import annotations`: KFP reads the pipeline's annotations as objects.
+
+from typing import Any
+
+from kfp import dsl, kubernetes
+
+from components import kfp_components as c
+from pipelines.config import PipelineConfig
+
+MODELS_PVC = "perucast-models"
+MODELS_MOUNT = "/mnt/models"
+DVC_SECRET = "perucast-dvc-remote"
+DVC_SECRET_KEYS = {
+    "AWS_ACCESS_KEY_ID": "AWS_ACCESS_KEY_ID",
+    "AWS_SECRET_ACCESS_KEY": "AWS_SECRET_ACCESS_KEY",
+}
+GPU_NODE_LABEL = ("nvidia.com/gpu.present", "true")
+
+
+def pipeline_name(use_case: str, gpu: bool = False) -> str:
+    return f"perucast-{use_case.replace('_', '-')}-training{'-gpu' if gpu else ''}"
+
+
+def _resources(task: dsl.PipelineTask, cpu: str, memory: str) -> dsl.PipelineTask:
+    return (
+        task.set_cpu_request(cpu)
+        .set_cpu_limit(cpu)
+        .set_memory_request(memory)
+        .set_memory_limit(memory)
+    )
+
+
+def _models_volume(task: dsl.PipelineTask) -> dsl.PipelineTask:
+    return kubernetes.mount_pvc(task, pvc_name=MODELS_PVC, mount_path=MODELS_MOUNT)
+
+
+def build_pipeline(use_case: str, gpu: bool = False):
+    """The pipeline of ``use_case``; ``gpu`` runs the train task on a GPU node.
+
+    The defaults are ``PipelineConfig(use_case=...)``'s (validated here, at definition time).
+    """
+    defaults: dict[str, Any] = PipelineConfig(use_case=use_case).arguments()
+
+    @dsl.pipeline(
+        name=pipeline_name(use_case, gpu),
+        description=f"perucast {use_case}: data to a blessed, validated, canary-deployed model.",
+    )
+    def training(
+        source_kind: str = defaults["source_kind"],
+        data_seed: int = defaults["data_seed"],
+        data_scale: str = defaults["data_scale"],
+        source_path: str = defaults["source_path"],
+        dvc_repo: str = defaults["dvc_repo"],
+        dvc_rev: str = defaults["dvc_rev"],
+        dvc_path: str = defaults["dvc_path"],
+        executor: str = defaults["executor"],
+        workers: int = defaults["workers"],
+        gpus: int = defaults["gpus"],
+        epochs: int = defaults["epochs"],
+        batch_size: int = defaults["batch_size"],
+        patience: int = defaults["patience"],
+        seed: int = defaults["seed"],
+        model_repository: str = defaults["model_repository"],
+        min_improvement_vs_naive: float = defaults["min_improvement_vs_naive"],
+        max_regression_vs_blessed: float = defaults["max_regression_vs_blessed"],
+        baselines: list = defaults["baselines"],
+        deploy_mode: str = defaults["deploy_mode"],
+        serving_config: str = defaults["serving_config"],
+        serving_target: str = defaults["serving_target"],
+        namespace: str = defaults["namespace"],
+        configmap: str = defaults["configmap"],
+        runs_log: str = defaults["runs_log"],
+    ):
+        outcome = c.record_outcome(use_case=use_case, runs_log=runs_log)
+        outcome.set_caching_options(False).set_display_name("record outcome")
+        _models_volume(outcome)
+        with dsl.ExitHandler(outcome, name="training-run"):
+            raw = c.ingest(
+                use_case=use_case,
+                source_kind=source_kind,
+                seed=data_seed,
+                scale=data_scale,
+                path=source_path,
+                dvc_repo=dvc_repo,
+                dvc_rev=dvc_rev,
+                dvc_path=dvc_path,
+            ).set_display_name("ingest")
+            kubernetes.use_secret_as_env(
+                raw, secret_name=DVC_SECRET, secret_key_to_env=DVC_SECRET_KEYS, optional=True
+            )
+            _resources(raw, "1", "2Gi").set_caching_options(False)
+
+            checked = c.validate(use_case=use_case, raw=raw.outputs["raw"])
+            _resources(checked.set_display_name("validate"), "1", "4Gi")
+
+            features = c.preprocess(
+                use_case=use_case, executor=executor, validated=checked.outputs["validated"]
+            )
+            _resources(features.set_display_name("preprocess (Spark)"), "2", "6Gi")
+
+            trained = c.train(
+                use_case=use_case,
+                executor=executor,
+                workers=workers,
+                gpus=gpus,
+                epochs=epochs,
+                batch_size=batch_size,
+                patience=patience,
+                seed=seed,
+                features=features.outputs["features"],
+            )
+            _resources(trained.set_display_name("train (TensorFlow)"), "4", "8Gi")
+            if gpu:
+                trained.set_accelerator_type("nvidia.com/gpu").set_accelerator_limit(1)
+                kubernetes.add_toleration(
+                    trained, key="nvidia.com/gpu", operator="Exists", effect="NoSchedule"
+                )
+                kubernetes.add_node_selector(trained, *GPU_NODE_LABEL)
+
+            scored = c.evaluate(
+                use_case=use_case,
+                model_repository=model_repository,
+                serving_config=serving_config,
+                min_improvement_vs_naive=min_improvement_vs_naive,
+                max_regression_vs_blessed=max_regression_vs_blessed,
+                baselines=baselines,
+                features=features.outputs["features"],
+                validated=checked.outputs["validated"],
+                model=trained.outputs["model"],
+            )
+            _resources(scored.set_display_name("evaluate"), "2", "6Gi")
+            _models_volume(scored.set_caching_options(False))
+
+            with dsl.If(scored.outputs["Output"] == True, name="blessed"):  # noqa: E712
+                pushed = c.push(
+                    use_case=use_case,
+                    model_repository=model_repository,
+                    model=trained.outputs["model"],
+                    evaluation=scored.outputs["evaluation"],
+                    features=features.outputs["features"],
+                )
+                _resources(pushed.set_display_name("push (infra-validated)"), "2", "4Gi")
+                _models_volume(pushed.set_caching_options(False))
+
+                deployable = dsl.If(pushed.outputs["pushed"] == True, name="pushed")  # noqa: E712
+                with deployable, dsl.If(deploy_mode != "none", name="deploy-enabled"):
+                    rollout = c.deploy(
+                        use_case=use_case,
+                        version=pushed.outputs["version"],
+                        model_repository=model_repository,
+                        mode=deploy_mode,
+                        serving_config=serving_config,
+                        serving_target=serving_target,
+                        namespace=namespace,
+                        configmap=configmap,
+                        features=features.outputs["features"],
+                    )
+                    _resources(rollout.set_display_name("deploy (canary)"), "1", "2Gi")
+                    _models_volume(rollout.set_caching_options(False))
+
+    return training

@@ -1,0 +1,225 @@
+"""The compiled pipelines as KFP's own protobufs, their drift, and definition-time validation."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import yaml
+from google.protobuf import json_format
+from kfp.kubernetes import kubernetes_executor_config_pb2 as k8s_pb2
+from kfp.pipeline_spec import pipeline_spec_pb2
+from pydantic import ValidationError
+
+from models import USE_CASE_NAMES
+from pipelines.config import PipelineConfig
+from pipelines.run import COMPILED_DIR, STEPS, compile_all, compiled_path
+
+VARIANTS = [(name, gpu) for name in USE_CASE_NAMES for gpu in (False, True)]
+
+
+def _load(path: Path) -> tuple[pipeline_spec_pb2.PipelineSpec, pipeline_spec_pb2.PlatformSpec]:
+    docs = list(yaml.safe_load_all(path.read_text()))
+    assert len(docs) == 2, "expected a PipelineSpec and a PlatformSpec document"
+    spec = json_format.ParseDict(docs[0], pipeline_spec_pb2.PipelineSpec())
+    platform = json_format.ParseDict(docs[1], pipeline_spec_pb2.PlatformSpec())
+    return spec, platform
+
+
+def _executors(spec: pipeline_spec_pb2.PipelineSpec) -> dict:
+    return json_format.MessageToDict(spec.deployment_spec)["executors"]
+
+
+def _all_dags(spec: pipeline_spec_pb2.PipelineSpec):
+    yield "root", spec.root
+    for name, component in spec.components.items():
+        if component.HasField("dag"):
+            yield name, component
+
+
+@pytest.fixture(
+    scope="module", params=VARIANTS, ids=[f"{n}{'-gpu' if g else ''}" for n, g in VARIANTS]
+)
+def compiled(request):
+    name, gpu = request.param
+    spec, platform = _load(compiled_path(name, gpu))
+    return name, gpu, spec, platform
+
+
+def test_every_reference_in_the_compiled_spec_resolves(compiled):
+    _, _, spec, _ = compiled
+    executors = _executors(spec)
+    for name, component in spec.components.items():
+        if not component.HasField("dag"):
+            assert component.executor_label in executors, f"{name}: no executor"
+    for owner, component in _all_dags(spec):
+        tasks = component.dag.tasks
+        declared = set(component.input_definitions.parameters) | set(
+            component.input_definitions.artifacts
+        )
+        for task_name, task in tasks.items():
+            assert task.component_ref.name in spec.components, f"{owner}/{task_name}"
+            for upstream in task.dependent_tasks:
+                assert upstream in tasks, f"{owner}/{task_name} depends on unknown {upstream}"
+            for value in task.inputs.parameters.values():
+                kind = value.WhichOneof("kind")
+                if kind == "task_output_parameter":
+                    assert value.task_output_parameter.producer_task in tasks
+                elif kind == "component_input_parameter":
+                    assert value.component_input_parameter in declared, f"{owner}/{task_name}"
+            for value in task.inputs.artifacts.values():
+                kind = value.WhichOneof("kind")
+                if kind == "task_output_artifact":
+                    assert value.task_output_artifact.producer_task in tasks
+                elif kind == "component_input_artifact":
+                    assert value.component_input_artifact in declared, f"{owner}/{task_name}"
+
+
+def test_pipeline_parameters_are_the_configs_arguments(compiled):
+    name, _, spec, _ = compiled
+    root = spec.root.input_definitions.parameters
+    arguments = PipelineConfig(use_case=name).arguments()
+    assert set(root) == set(arguments)
+    assert root["workers"].default_value.number_value == arguments["workers"]
+    assert root["source_kind"].default_value.string_value == arguments["source_kind"] == "synthetic"
+    assert root["baselines"].default_value.list_value.values[0].string_value == "seasonal_naive"
+
+
+def test_steps_run_in_order_inside_an_exit_handler_with_gates(compiled):
+    _, _, spec, _ = compiled
+    root = spec.root.dag.tasks
+    outcome = root["record-outcome"]
+    assert outcome.trigger_policy.strategy == outcome.trigger_policy.ALL_UPSTREAM_TASKS_COMPLETED
+    handler = spec.components[root[outcome.dependent_tasks[0]].component_ref.name].dag.tasks
+    order = {"validate": "ingest", "preprocess": "validate", "train": "preprocess"}
+    for task, upstream in order.items():
+        assert upstream in handler[task].dependent_tasks
+    assert {"train", "preprocess", "validate"} <= set(handler["evaluate"].dependent_tasks)
+    # push only under the blessing; deploy only when pushed and deploying
+    blessed = next(t for t in handler.values() if "evaluate-Output" in t.trigger_policy.condition)
+    assert "== true" in blessed.trigger_policy.condition
+    inner = spec.components[blessed.component_ref.name].dag.tasks
+    assert "push" in inner
+    found = []
+
+    def walk(tasks):
+        for task_name, task in tasks.items():
+            if task.trigger_policy.condition:
+                found.append(task.trigger_policy.condition)
+            component = spec.components[task.component_ref.name]
+            if task_name == "deploy":
+                found.append("deploy")
+            if component.HasField("dag"):
+                walk(component.dag.tasks)
+
+    walk(inner)
+    assert any("push-pushed" in c for c in found)
+    assert any("deploy_mode" in c and "!=" in c for c in found)
+    assert "deploy" in found
+
+
+def test_components_use_the_pinned_project_image_without_installing_kfp(compiled):
+    _, _, spec, _ = compiled
+    for label, executor in _executors(spec).items():
+        container = executor["container"]
+        assert container["image"].startswith("ghcr.io/perucast/perucast:"), label
+        assert not container["image"].endswith(":latest")
+        assert "pip install" not in " ".join(container.get("command", [])), label
+
+
+def test_kubernetes_settings_parse_as_executor_configs(compiled):
+    _, gpu, spec, platform = compiled
+    executors = _executors(spec)
+    deployment = json_format.MessageToDict(platform.platforms["kubernetes"])["deploymentSpec"]
+    configs = {
+        label: json_format.ParseDict(value, k8s_pb2.KubernetesExecutorConfig())
+        for label, value in deployment["executors"].items()
+    }
+    assert set(configs) <= set(executors)
+    for label in ("exec-evaluate", "exec-push", "exec-deploy", "exec-record-outcome"):
+        mounts = {(p.mount_path, p.constant) for p in configs[label].pvc_mount}
+        assert ("/mnt/models", "perucast-models") in mounts, label
+    ingest = configs["exec-ingest"]
+    assert ingest.secret_as_env[0].optional is True
+    assert {m.env_var for m in ingest.secret_as_env[0].key_to_env} == {
+        "AWS_ACCESS_KEY_ID",
+        "AWS_SECRET_ACCESS_KEY",
+    }
+    train_resources = executors["exec-train"]["container"]["resources"]
+    assert train_resources["cpuRequest"] == 4.0
+    if gpu:
+        assert train_resources["accelerator"]["resourceCount"] == "1"
+        assert configs["exec-train"].tolerations[0].key == "nvidia.com/gpu"
+        assert dict(configs["exec-train"].node_selector.labels) == {
+            "nvidia.com/gpu.present": "true"
+        }
+    else:
+        assert "accelerator" not in train_resources
+        assert not configs.get("exec-train", k8s_pb2.KubernetesExecutorConfig()).tolerations
+
+
+def test_committed_yaml_equals_a_fresh_compile(tmp_path):
+    fresh = compile_all(tmp_path)
+    assert len(fresh) == len(VARIANTS)
+    for path in fresh:
+        committed = COMPILED_DIR / path.name
+        assert committed.read_text() == path.read_text(), (
+            f"{committed} is stale: run `perucast pipeline compile` and commit it"
+        )
+
+
+def test_steps_constant_names_the_pipeline_steps():
+    assert STEPS == ("ingest", "validate", "preprocess", "train", "evaluate", "push", "deploy")
+
+
+@pytest.mark.parametrize(
+    ("values", "message"),
+    [
+        ({"workers": 0}, "greater than or equal to 1"),
+        ({"deploy_mode": "local"}, "needs serving_config"),
+        ({"gpus": 1}, "TFJob worker"),
+        ({"baselines": ("ets",)}, "seasonal_naive"),
+        ({"serving_target": "nohostport"}, "host:port"),
+        ({"source": {"kind": "dvc", "dvc_repo": "."}}, "dvc_repo and dvc_path"),
+        ({"min_improvement_vs_naive": 1.5}, "less than 1"),
+        ({"surprise": 1}, "Extra inputs are not permitted"),
+    ],
+)
+def test_pipeline_config_rejects_bad_values_before_anything_runs(values, message):
+    with pytest.raises(ValidationError, match=message):
+        PipelineConfig(use_case="fish_stock", **values)
+
+
+def test_use_case_defaults_fill_the_arguments():
+    with pytest.raises(ValidationError, match="epochs"):
+        PipelineConfig(use_case="crop_demand", epochs=20_000)
+    defaults = PipelineConfig(use_case="crop_demand").arguments()
+    assert defaults["batch_size"] == 1024 and defaults["min_improvement_vs_naive"] == 0.25
+    fish = PipelineConfig(use_case="fish_stock").arguments()
+    assert fish["batch_size"] == 64 and fish["min_improvement_vs_naive"] == 0.20
+
+
+def test_the_kubernetes_executor_fails_with_a_clear_message(tmp_path):
+    from components.pipeline_steps import ExecutorNotAvailableError, preprocess_step, train_step
+
+    with pytest.raises(ExecutorNotAvailableError, match="SparkApplication"):
+        preprocess_step("fish_stock", tmp_path, tmp_path / "f", executor="kubernetes")
+    with pytest.raises(ExecutorNotAvailableError, match="TFJob"):
+        train_step("fish_stock", tmp_path, tmp_path / "m", tmp_path / "l", executor="kubernetes")
+
+
+def test_served_version_follows_the_stable_label_then_the_newest(tmp_path):
+    from components.pipeline_steps import served_version_dir
+
+    repo = tmp_path / "repo"
+    assert served_version_dir(repo, "fish_stock") is None
+    for v in (1, 2, 3):
+        (repo / "fish_stock" / str(v)).mkdir(parents=True)
+    assert served_version_dir(repo, "fish_stock") == repo / "fish_stock" / "3"
+    config = tmp_path / "models.config"
+    config.write_text(
+        'model_config_list { config { name: "fish_stock" base_path: "/x" '
+        "model_version_policy { specific { versions: 2 versions: 3 } } "
+        'version_labels { key: "stable" value: 2 } } }\n'
+    )
+    assert served_version_dir(repo, "fish_stock", config) == repo / "fish_stock" / "2"
