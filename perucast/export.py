@@ -197,6 +197,7 @@ def export_model(
 
 def _publish(tmp: Path, model_dir: Path, version: int | None) -> Path:
     """Rename the finished export to its version number (the next free one if None)."""
+    os.chmod(tmp, 0o755)  # mkdtemp's 0700: servers running as another user must read it
     if version is not None:
         target = model_dir / str(version)
         if target.exists():
