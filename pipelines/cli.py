@@ -1,7 +1,8 @@
 """``perucast pipeline``: run a training pipeline locally, compile the pipelines, submit a run.
 
-Exit codes: 0 ok (the run succeeded), 1 the run failed (the failing step and its error are
-printed), 2 usage error, 3 compiled pipeline not found.
+Exit codes: 0 ok (the run succeeded or was submitted), 1 the run failed (the failing step and
+its error are printed) or the KFP API refused the submission or could not be reached, 2 usage
+error, 3 compiled pipeline not found.
 """
 
 from __future__ import annotations
@@ -197,6 +198,22 @@ def compile_(
         typer.echo(f"wrote {path}")
 
 
+CRON_DESCRIPTORS = ("@yearly", "@annually", "@monthly", "@weekly", "@daily", "@midnight", "@hourly")
+
+
+def _check_schedule(schedule: str) -> None:
+    """KFP's scheduler reads six-field crons, seconds first: a Unix five-field cron would run
+    at the wrong times, so it is refused here rather than accepted silently."""
+    text = schedule.strip()
+    if text in CRON_DESCRIPTORS or text.startswith("@every "):
+        return
+    if len(text.split()) != 6:
+        raise typer.BadParameter(
+            f"{schedule!r} is not a 6-field cron, seconds first (e.g. '0 0 3 * * 1')",
+            param_hint="--schedule",
+        )
+
+
 @app.command("submit")
 def submit_(
     use_case: UseCaseOption,
@@ -230,6 +247,10 @@ def submit_(
     """Submit a run (or a recurring run) of a compiled pipeline to Kubeflow Pipelines."""
     from pipelines.run import submit
 
+    if source_path and dvc_repo:
+        raise typer.BadParameter("give --source-path or --dvc-repo, not both")
+    if schedule is not None:
+        _check_schedule(schedule)
     source = (
         {"kind": "path", "path": source_path}
         if source_path
@@ -243,6 +264,9 @@ def submit_(
         gpus=gpus,
         epochs=epochs,
     )
+    import kfp_server_api
+    import urllib3
+
     try:
         done = submit(
             host,
@@ -257,6 +281,12 @@ def submit_(
     except FileNotFoundError as err:
         typer.echo(f"error: {err}", err=True)
         raise typer.Exit(ExitCode.INPUT_NOT_FOUND) from None
+    except kfp_server_api.ApiException as err:
+        typer.echo(f"error: the KFP API answered {err.status} {err.reason}: {err.body}", err=True)
+        raise typer.Exit(1) from None
+    except (urllib3.exceptions.HTTPError, OSError, TimeoutError) as err:
+        typer.echo(f"error: cannot reach the KFP API at {host}: {err}", err=True)
+        raise typer.Exit(1) from None
     if done.recurring_run_id:
         typer.echo(f"recurring run {done.recurring_run_id} ({schedule}) in {experiment}")
     else:

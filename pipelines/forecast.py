@@ -30,6 +30,9 @@ DVC_SECRET_KEYS = {
     "AWS_SECRET_ACCESS_KEY": "AWS_SECRET_ACCESS_KEY",
 }
 GPU_NODE_LABEL = ("nvidia.com/gpu.present", "true")
+# Caching is off for every task: ingest reads a source that may change under the same
+# parameters (a DVC branch, a directory), so every later task gets new input artifacts anyway,
+# and a retraining run must never silently reuse an old model.
 
 
 def pipeline_name(use_case: str, gpu: bool = False) -> str:
@@ -106,12 +109,14 @@ def build_pipeline(use_case: str, gpu: bool = False):
             _resources(raw, "1", "2Gi").set_caching_options(False)
 
             checked = c.validate(use_case=use_case, raw=raw.outputs["raw"])
-            _resources(checked.set_display_name("validate"), "1", "4Gi")
+            _resources(checked.set_display_name("validate"), "1", "4Gi").set_caching_options(False)
 
             features = c.preprocess(
                 use_case=use_case, executor=executor, validated=checked.outputs["validated"]
             )
-            _resources(features.set_display_name("preprocess (Spark)"), "2", "6Gi")
+            _resources(
+                features.set_display_name("preprocess (Spark)"), "2", "6Gi"
+            ).set_caching_options(False)
 
             trained = c.train(
                 use_case=use_case,
@@ -124,7 +129,9 @@ def build_pipeline(use_case: str, gpu: bool = False):
                 seed=seed,
                 features=features.outputs["features"],
             )
-            _resources(trained.set_display_name("train (TensorFlow)"), "4", "8Gi")
+            _resources(
+                trained.set_display_name("train (TensorFlow)"), "4", "8Gi"
+            ).set_caching_options(False)
             if gpu:
                 trained.set_accelerator_type("nvidia.com/gpu").set_accelerator_limit(1)
                 kubernetes.add_toleration(
