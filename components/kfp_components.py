@@ -9,8 +9,6 @@ Parameters are plain strings, numbers and bools (what KFP can pass); the pipelin
 as typed configs when it is built (:mod:`pipelines.config`).
 """
 
-from typing import NamedTuple
-
 from kfp import dsl
 from kfp.dsl import HTML, Dataset, Input, Markdown, Metrics, Model, Output
 
@@ -141,15 +139,17 @@ def push(
     features: Input[Dataset],
     report: Output[Markdown],
     metrics: Output[Metrics],
-) -> NamedTuple("PushOutputs", [("pushed", bool), ("version", int)]):
-    """Infra-validate a blessed model in a real server, then add it as the next version."""
+) -> int:
+    """Infra-validate a blessed model in a real server, add it as the next version; returns
+    that version (0: nothing pushed). One plain output: kfp.local resolves conditions only on
+    outputs named ``Output``."""
     from components.pipeline_steps import push_step
 
     out = push_step(use_case, model.path, evaluation.path, features.path, model_repository,
                     report.path)  # fmt: skip
     for key, value in out.metrics.items():
         metrics.log_metric(key, value)
-    return (out.values["pushed"], out.values["version"])
+    return out.values["version"]
 
 
 @dsl.component(base_image=IMAGE, install_kfp_package=False)

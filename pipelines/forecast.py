@@ -164,11 +164,11 @@ def build_pipeline(use_case: str, gpu: bool = False):
                 _resources(pushed.set_display_name("push (infra-validated)"), "2", "4Gi")
                 _models_volume(pushed.set_caching_options(False))
 
-                deployable = dsl.If(pushed.outputs["pushed"] == True, name="pushed")  # noqa: E712
+                deployable = dsl.If(pushed.outputs["Output"] > 0, name="pushed")
                 with deployable, dsl.If(deploy_mode != "none", name="deploy-enabled"):
                     rollout = c.deploy(
                         use_case=use_case,
-                        version=pushed.outputs["version"],
+                        version=pushed.outputs["Output"],
                         model_repository=model_repository,
                         mode=deploy_mode,
                         serving_config=serving_config,
