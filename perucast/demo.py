@@ -1,8 +1,15 @@
 """``make demo``: the main job end to end on the embedded default, with results to look at.
 
-Today it generates the ``small`` synthetic data sets of both use cases, validates them, prints
-what is in them, writes plots and builds the Spark feature datasets. Later issues extend it with
-training, serving and a gRPC prediction.
+1. Starts ``perucast-model-server`` on an empty serving config that it polls every second
+   (the server the deploy steps roll models out to).
+2. Runs both use cases' training pipelines through ``kfp.local`` (SubprocessRunner): synthetic
+   ``small`` data, validation, Spark features, 2-worker TensorFlow training, the backtest and
+   blessing, the infra-validated push and the canary deploy (``canary`` -> smoke check ->
+   ``stable``).
+3. Calls gRPC Predict through the ``stable`` label for a few series of each use case and prints
+   the forecasts and the planner's advice (order quantities; catch quota and risk).
+4. Writes ``report.html`` (step times, data plots, evaluation plots, forecast fans, advice) and
+   ``demo.json`` (wall time and each step's seconds), then stops the server.
 """
 
 from __future__ import annotations
@@ -10,6 +17,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import time
 import warnings
 from pathlib import Path
@@ -19,7 +27,6 @@ import pandas as pd
 from rich.console import Console
 from rich.table import Table
 
-from components.generate import GenerateConfig, generate
 from models import USE_CASE_NAMES
 from models.base import Scale
 from perucast import plots
@@ -117,158 +124,341 @@ def fish_summary(validated: Path, plot_dir: Path) -> list[Path]:
     ]
 
 
-def features_summary(name: str, validated: Path, features: Path) -> None:
-    """Build the feature dataset with Spark (local[*]) and print its shape and split dates."""
-    from components.preprocess import SPLITS, PreprocessConfig, preprocess
-
-    result = preprocess(PreprocessConfig(use_case=name, input_dir=validated, output_dir=features))
-    spec = result.spec
-    table = Table(
-        title=(
-            f"{name} features: {len(spec.numeric)} numeric + {len(spec.categorical)} categorical, "
-            f"{spec.horizon} target horizons ({result.seconds:.0f}s)"
-        ),
-        title_justify="left",
-    )
-    for header in ("split", "rows", "first origin", "last origin"):
-        table.add_column(header, justify="right" if header == "rows" else "left")
-    for split in SPLITS:
-        part = result.split["splits"][split]
-        table.add_row(split, f"{result.rows[split]:,}", part["first"], part["last"])
-    console.print(table)
-    console.print(
-        f"gap between splits: {result.split['gap_periods']} periods; dropped for incomplete "
-        f"history: {result.counts['dropped_incomplete_features']:,} origins -> {features}"
-    )
+# --- the pipelines ----------------------------------------------------------------------------
 
 
-def train_and_evaluate(name: str, out: Path, workers: int) -> dict[str, Path]:
-    """Train with ``workers`` local workers, evaluate, and print the scores, goals and advice."""
-    from components.evaluate import EvaluateConfig, evaluate
-    from components.train import TrainConfig, train
+def _run_dir(pipeline_root: Path, use_case: str) -> Path:
+    """The newest kfp.local run directory of the use case's pipeline."""
+    from pipelines.forecast import pipeline_name
 
-    features = out / "data" / "features" / name
-    repository = out / "model_repository"
-    result = train(
-        TrainConfig(
-            use_case=name,
-            features_dir=features,
-            model_repository=repository,
-            output_dir=out / "training" / name,
-            workers=workers,
-            epochs=30,
-            batch_size=1024 if name == "crop_demand" else 64,
-            patience=5 if name == "crop_demand" else 20,
-        )
+    runs = sorted(pipeline_root.glob(f"{pipeline_name(use_case)}-*"))
+    if not runs:
+        raise FileNotFoundError(f"no kfp.local run of {use_case} under {pipeline_root}")
+    return runs[-1]
+
+
+def run_pipeline(name: str, out: Path, target: str, seed: int, scale: Scale, workers: int):
+    """One use case's training pipeline through kfp.local; prints each step as it finishes."""
+    from components.ingest import SourceConfig
+    from pipelines.config import PipelineConfig
+    from pipelines.run import run_local
+
+    config = PipelineConfig(
+        use_case=name,
+        source=SourceConfig(kind="synthetic", seed=seed, scale=scale),
+        executor="local",
+        workers=workers,
+        model_repository=str(out / "model_repository"),
+        # GBT (Spark ML) is left out of the demo's backtest for time; `perucast pipeline run`
+        # and the cluster runs fit it.
+        baselines=("seasonal_naive", "ets"),
+        deploy_mode="local",
+        serving_config=str(out / "serving" / "models.config"),
+        serving_target=target,
     )
-    console.print(
-        f"trained on {result.workers} worker(s) ({result.strategy}): {result.epochs_run} epochs, "
-        f"best {result.best_epoch + 1}, {result.seconds:.0f}s -> {result.version_dir}"
-    )
-    console.rule(f"[bold]{name}[/bold]: evaluation (rolling origins over the test period)")
-    report = evaluate(
-        EvaluateConfig(
-            use_case=name,
-            features_dir=features,
-            model_dir=result.version_dir,
-            output_dir=out / "reports" / "evaluation" / name,
-            raw_dir=out / "data" / "validated" / name,
-        )
-    )
-    table = Table(title=f"{name}: backtest scores ({report.seconds:.0f}s)", title_justify="left")
-    for header in ("model", "MASE", "RMSE", "sMAPE %", "wQL", "80% coverage"):
+    console.rule(f"[bold]{name}[/bold]: training pipeline (kfp.local, {workers} workers)")
+
+    def on_step(record: dict) -> None:
+        console.print(f"[green]✓[/green] {name} {record['step']:<11} {record['seconds']:7.1f}s")
+
+    result = run_local(config, out / "pipeline_runs", on_step=on_step)
+    if not result.succeeded:
+        raise SystemExit(f"the {name} pipeline failed: {result.error}")
+    return result
+
+
+def evaluation_summary(name: str, evaluation: Path) -> None:
+    metrics = json.loads((evaluation / "report" / "metrics.json").read_text())
+    headline = json.loads((evaluation / "metrics.json").read_text())
+    table = Table(title=f"{name}: backtest on the test period", title_justify="left")
+    for header in ("model", "MASE", "RMSE", "wQL", "80% coverage"):
         table.add_column(header, justify="left" if header == "model" else "right")
-    for model, m in report.headline.items():
-        table.add_row(
-            model,
-            *(
-                "–" if m[k] is None else f"{m[k]:{fmt}}"
-                for k, fmt in (
-                    ("mase", ".3f"),
-                    ("rmse", ",.1f"),
-                    ("smape", ".1f"),
-                    ("wql", ".4f"),
-                    ("coverage_80", ".0%"),
-                )
-            ),
-        )
+    for model, m in headline.items():
+        if not isinstance(m, dict):
+            continue
+        cells = [
+            "–" if m.get(k) is None else f"{m[k]:{fmt}}"
+            for k, fmt in (
+                ("mase", ".3f"),
+                ("rmse", ",.1f"),
+                ("wql", ".4f"),
+                ("coverage_80", ".0%"),
+            )
+        ]
+        table.add_row(model, *cells)
     console.print(table)
-    metrics = json.loads((report.output_dir / "report" / "metrics.json").read_text())
     for goal in metrics["goals"]:
         mark = {True: "[green]met[/green]", False: "[red]not met[/red]"}.get(goal["passed"], "?")
         console.print(f"goal {goal['name']}: {mark} — {goal['detail']}")
-    console.print(
-        f"blessing: {'[green]BLESSED[/green]' if report.blessed else '[red]not blessed[/red]'}"
+    blessed = headline["blessed"]
+    console.print(f"blessing: {'[green]BLESSED[/green]' if blessed else '[red]not blessed[/red]'}")
+
+
+# --- serving ----------------------------------------------------------------------------------
+
+SAMPLE_SERIES = 3
+
+
+def sample_rows(name: str, features_dir: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The latest test-split origin of the largest series, and all feature rows (for advice)."""
+    from models import get_use_case
+
+    split = json.loads((features_dir / "split.json").read_text())
+    spec = get_use_case(name).feature_spec(int(split["horizon"]))
+    from perucast.datasets import read_features
+
+    frame = read_features(features_dir, spec, splits=["test"])
+    latest = frame[frame[spec.time_column] == frame[spec.time_column].max()]
+    level = latest[spec.target] if spec.target in latest else latest.iloc[:, 0]
+    top = latest.assign(_level=level).sort_values("_level", ascending=False)
+    return top.head(SAMPLE_SERIES).drop(columns="_level"), frame
+
+
+def predict_and_advise(
+    name: str, target: str, features_dir: Path, validated: Path, plot_dir: Path
+) -> dict:
+    """gRPC Predict through the ``stable`` label; prints forecasts and the planner's advice."""
+    from components.evaluate import advice
+    from serving.client import ForecastClient
+
+    rows, features = sample_rows(name, features_dir)
+    with ForecastClient(target, use_case=name, label="stable", timeout_s=30) as client:
+        started = time.perf_counter()
+        forecast = client.predict(rows, ignore_extra=True)
+        latency_ms = (time.perf_counter() - started) * 1e3
+    long = forecast.to_frame()
+    spec = forecast.model_spec
+    keys = list(forecast.series_keys)
+    console.rule(
+        f"[bold]{name}[/bold]: gRPC Predict {spec.name} version {spec.version} (label stable), "
+        f"{len(rows)} series in {latency_ms:.0f} ms"
     )
-    console.print((report.output_dir / "advice.md").read_text())
+    table = Table(title_justify="left")
+    for header in (*keys, "origin", "h", "target", "P10", "P50", "P90"):
+        table.add_column(
+            header, justify="right" if header in ("h", "P10", "P50", "P90") else "left"
+        )
+    shown = long[long["horizon"].isin([1, 2, 3, int(long["horizon"].max())])]
+    for row in shown.itertuples(index=False):
+        r = row._asdict()
+        table.add_row(
+            *(str(r[k]) for k in keys),
+            str(pd.Timestamp(r["origin"]).date()),
+            str(r["horizon"]),
+            str(pd.Timestamp(r["target_time"]).date()),
+            *(f"{r[q]:,.0f}" for q in ("p10", "p50", "p90")),
+        )
+    console.print(table)
+    plan = advice(name, long, features, 0.9)
+    _print_advice(name, plan)
+    if name == "crop_demand":
+        history = read_table(validated, "historical_demand")
+        time_column, target_column, unit, label = "week_start", "demand_tonnes", 1.0, "tonnes"
+    else:
+        history = read_table(validated, "stock")
+        time_column, target_column, unit, label = "month", "biomass_tonnes", 1e6, "Mt"
+    history = history.rename(columns={time_column: "time"})
+    fan = plots.forecast_fan(
+        history,
+        long,
+        keys,
+        "time",
+        target_column,
+        plot_dir / f"{name}_forecast_fan.png",
+        f"{name}: forecasts served over gRPC (version {spec.version})",
+        unit=unit,
+        unit_label=label,
+    )
     return {
-        "report": report.output_dir / "report" / "report.html",
-        "advice": report.output_dir / "advice.csv",
-        "model": result.version_dir,
+        "version": spec.version,
+        "latency_ms": latency_ms,
+        "forecast": long,
+        "advice": plan,
+        "fan": fan,
     }
 
 
-def run(
-    out: Path, seed: int = 42, scale: Scale = Scale.SMALL, workers: int = 2
-) -> dict[str, list[Path]]:
-    """Run the demo into ``out``; returns the plots written per use case."""
-    from components.validate import ValidateConfig, validate
+ADVICE_COLUMNS = {
+    # next week's order per series at a 90% service level
+    "crop_demand": ["region", "crop", "target_time", "p50", "order_quantity", "expected_shortfall"],
+    # the biomass when the next season opens, the risk of falling below the limit, the quota
+    "fish_stock": [
+        "zone",
+        "target_time",
+        "biomass_p50_t",
+        "prob_below_limit",
+        "quota_t",
+        "juvenile_alert",
+    ],
+}
+
+
+def _print_advice(name: str, plan: pd.DataFrame) -> None:
+    rows = plan[plan["horizon"] == 1] if name == "crop_demand" else plan
+    columns = [c for c in ADVICE_COLUMNS[name] if c in rows.columns]
+    title = (
+        "orders for next week (90% service level)"
+        if name == "crop_demand"
+        else "advice for the next season's opening"
+    )
+    table = Table(title=f"{name}: {title}", title_justify="left")
+    for column in columns:
+        table.add_column(column, justify="left" if rows[column].dtype == object else "right")
+    for record in rows[columns].itertuples(index=False):
+        cells = []
+        for value in record:
+            if isinstance(value, float | np.floating):
+                cells.append(f"{value:.2f}" if abs(value) < 10 else f"{value:,.0f}")
+            elif isinstance(value, pd.Timestamp):
+                cells.append(str(value.date()))
+            else:
+                cells.append(str(value))
+        table.add_row(*cells)
+    console.print(table)
+
+
+# --- report -----------------------------------------------------------------------------------
+
+
+def _table_block(frame: pd.DataFrame, limit: int = 20) -> tuple[str, tuple[list[str], list]]:
+    def cell(value) -> str:
+        if isinstance(value, float | np.floating):
+            return f"{value:,.2f}"
+        if isinstance(value, pd.Timestamp):
+            return str(value.date())
+        return str(value)
+
+    rows = [[cell(v) for v in row] for row in frame.head(limit).itertuples(index=False)]
+    return ("table", ([str(c) for c in frame.columns], rows))
+
+
+def write_report(out: Path, sections: dict[str, dict], wall_seconds: float) -> Path:
+    """One self-contained HTML page: step times, data and evaluation plots, forecasts, advice."""
+    from perucast.evaluation_report import html_page
+
+    blocks: list = [
+        ("h1", "perucast demo: crop demand and anchoveta stock, end to end"),
+        ("p", f"Wall time {wall_seconds:.0f} s on this machine (kfp.local, embedded default)."),
+    ]
+    images: dict[str, bytes] = {}
+    for name, section in sections.items():
+        run = section["run"]
+        total = sum(run.step_seconds().values()) or 1.0
+        blocks += [
+            ("h2", name),
+            ("h3", "Pipeline steps"),
+            (
+                "table",
+                (
+                    ["step", "seconds", "share"],
+                    [
+                        [step, f"{sec:.1f}", f"{sec / total:.0%}"]
+                        for step, sec in run.step_seconds().items()
+                    ],
+                ),
+            ),
+            ("h3", "Data"),
+        ]
+        plot_paths = [*section["plots"]]
+        evaluation_plots = sorted((section["evaluation"] / "report" / "plots").glob("*.png"))
+        for path in [*plot_paths, *evaluation_plots[:4], section["serving"]["fan"]]:
+            key = f"{name}/{path.name}"
+            images[key] = path.read_bytes()
+            blocks.append(("img", (key, path.stem.replace("_", " "))))
+        serving = section["serving"]
+        blocks += [
+            ("h3", f"Served forecasts (gRPC, version {serving['version']}, label stable)"),
+            _table_block(serving["forecast"]),
+            ("h3", "Advice"),
+            _table_block(serving["advice"]),
+        ]
+    path = out / "report.html"
+    path.write_text(html_page(blocks, "perucast demo", images), encoding="utf-8")
+    return path
+
+
+# --- main -------------------------------------------------------------------------------------
+
+
+def run(out: Path, seed: int = 42, scale: Scale = Scale.SMALL, workers: int = 2) -> dict:
+    """Run the demo into ``out``; returns the wall time and each use case's step seconds."""
+    from serving.process import ModelServer
 
     started = time.perf_counter()
+    out = out.resolve()
     plot_dir = out / "plots"
     plot_dir.mkdir(parents=True, exist_ok=True)
-    written: dict[str, list[Path]] = {}
-    outputs: dict[str, dict[str, Path]] = {}
-    for name in USE_CASE_NAMES:
-        raw = out / "data" / "raw" / name
-        validated = out / "data" / "validated" / name
-        console.rule(f"[bold]{name}[/bold]: generate ({scale.value}, seed {seed})")
-        result = generate(GenerateConfig(use_case=name, output_dir=raw, seed=seed, scale=scale))
-        console.print(f"{result.total_rows:,} rows in {result.seconds:.1f}s -> {raw}")
-        console.rule(f"[bold]{name}[/bold]: validate")
-        report = validate(
-            ValidateConfig(
-                use_case=name,
-                input_dir=raw,
-                output_dir=validated,
-                report_dir=out / "reports" / "validation" / name,
-            )
-        )
-        if not report.ok:
-            raise SystemExit(f"validation of {name} failed: see {report.markdown_path}")
-        console.print(f"valid -> {validated} (report: {report.markdown_path})")
-        summary = crop_summary if name == "crop_demand" else fish_summary
-        written[name] = summary(validated, plot_dir)
-        console.rule(f"[bold]{name}[/bold]: Spark features")
-        features_summary(name, validated, out / "data" / "features" / name)
-        console.rule(f"[bold]{name}[/bold]: training ({workers} worker(s), TensorFlow)")
-        outputs[name] = train_and_evaluate(name, out, workers)
-    console.rule("[bold]results")
-    for name, paths in written.items():
-        for path in paths:
-            console.print(f"{name}: plot {path}")
-        for what, path in outputs[name].items():
-            console.print(f"{name}: {what} {path}")
-    console.print(
-        f"\ndone in {time.perf_counter() - started:.0f}s. Next steps (later issues): "
-        "push and serve with perucast-model-server -> gRPC predict -> KFP pipelines."
+    serving_config = out / "serving" / "models.config"
+    serving_config.parent.mkdir(parents=True, exist_ok=True)
+    serving_config.write_text("model_config_list {\n}\n")  # deploy adds each model
+    server = ModelServer(
+        [
+            f"--model_config_file={serving_config}",
+            "--model_config_file_poll_wait_seconds=1",
+            "--file_system_poll_wait_seconds=1",
+        ],
+        out / "serving" / "model-server.log",
+        rest=True,
     )
-    return written
+    console.rule("[bold]perucast-model-server")
+    sections: dict[str, dict] = {}
+    with server.start():
+        console.print(
+            f"serving {serving_config} on gRPC {server.target} and REST {server.rest_url} "
+            f"(log {server.log_path})"
+        )
+        for name in USE_CASE_NAMES:
+            result = run_pipeline(name, out, server.target, seed, scale, workers)
+            run_dir = _run_dir(out / "pipeline_runs", name)
+            validated = run_dir / "validate" / "validated"
+            summary = crop_summary if name == "crop_demand" else fish_summary
+            sections[name] = {
+                "run": result,
+                "plots": summary(validated, plot_dir),
+                "evaluation": run_dir / "evaluate" / "evaluation",
+            }
+            evaluation_summary(name, sections[name]["evaluation"])
+        for name, section in sections.items():
+            run_dir = _run_dir(out / "pipeline_runs", name)
+            section["serving"] = predict_and_advise(
+                name,
+                server.target,
+                run_dir / "preprocess" / "features",
+                run_dir / "validate" / "validated",
+                plot_dir,
+            )
+    wall = time.perf_counter() - started
+    report = write_report(out, sections, wall)
+    timings = {
+        "wall_seconds": round(wall, 1),
+        "steps": {name: s["run"].step_seconds() for name, s in sections.items()},
+        "pipelines": {name: round(s["run"].seconds, 1) for name, s in sections.items()},
+    }
+    (out / "demo.json").write_text(json.dumps(timings, indent=2) + "\n")
+    console.rule("[bold]results")
+    table = Table(title=f"demo wall time {wall:.0f}s", title_justify="left")
+    for header in ("use case", "step", "seconds", "share of wall"):
+        table.add_column(header, justify="right" if header != "step" else "left")
+    for name, steps in timings["steps"].items():
+        for step, seconds in steps.items():
+            table.add_row(name, step, f"{seconds:.1f}", f"{seconds / wall:.0%}")
+    console.print(table)
+    console.print(f"report: {report}\nmodel repository: {out / 'model_repository'}")
+    console.print(f"serving config (labels stable/previous): {serving_config}")
+    return timings
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__)
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--out", type=Path, default=Path("demo_output"))
     parser.add_argument("--seed", type=int, default=42)
     parser.add_argument("--scale", choices=[s.value for s in Scale], default=Scale.SMALL.value)
     parser.add_argument("--workers", type=int, default=2, help="local training workers")
     args = parser.parse_args(argv)
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # the tasks inherit it: less C++ noise
     setup_logging("WARNING")
     # PySpark 4.3 warns on every toPandas() under pandas 3 (the conversions used here work).
     warnings.filterwarnings("ignore", message="PySpark does not yet fully support pandas")
-    # Long steps report progress: training epochs and the baselines' fits.
-    for name in ("perucast.train", "perucast.evaluate", "perucast.baselines"):
-        logging.getLogger(name).setLevel(logging.INFO)
     run(args.out, seed=args.seed, scale=Scale(args.scale), workers=args.workers)
 
 

@@ -296,6 +296,13 @@ def _html(blocks: list[Block], title: str, images: Mapping[str, bytes]) -> str:
     )
 
 
+def html_page(blocks: list[Block], title: str, images: Mapping[str, bytes]) -> str:
+    """A self-contained HTML page (PNG images inlined) from blocks: ``("h1", text)``,
+    ``("p", text)``, ``("ul", items)``, ``("table", (header, rows))``, ``("img", (key, caption))``.
+    """
+    return _html(blocks, title, images)
+
+
 # ---------------------------------------------------------------------------------------------
 # Plots
 

@@ -148,3 +148,49 @@ def chlorophyll_map(satellite: pd.DataFrame, path: Path) -> Path:
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return path
+
+
+def forecast_fan(
+    history: pd.DataFrame,
+    forecast: pd.DataFrame,
+    series_keys: list[str],
+    time_column: str,
+    target: str,
+    path: Path,
+    title: str,
+    unit: float = 1.0,
+    unit_label: str = "",
+) -> Path:
+    """One panel per series: the actuals around the origin and the P10–P90 band and P50 ahead.
+
+    Args:
+        history: Rows of ``time_column``, the keys and ``target``.
+        forecast: The long forecast frame (keys, ``target_time``, p10, p50, p90).
+    """
+    plt = _pyplot()
+    groups = list(forecast.groupby(series_keys, sort=False))
+    fig, axes = plt.subplots(len(groups), 1, figsize=(11, 2.6 * len(groups)), squeeze=False)
+    for ax, (key, fc) in zip(axes[:, 0], groups, strict=True):
+        key = key if isinstance(key, tuple) else (key,)
+        mask = np.ones(len(history), dtype=bool)
+        for column, value in zip(series_keys, key, strict=True):
+            mask &= history[column].astype(str).to_numpy() == str(value)
+        past = history[mask].sort_values(time_column)
+        start = pd.to_datetime(fc["target_time"]).min()
+        span = pd.to_datetime(fc["target_time"]).max() - start
+        past = past[pd.to_datetime(past[time_column]) >= start - 4 * span]
+        ax.plot(pd.to_datetime(past[time_column]), past[target] / unit, color="black", lw=1.1,
+                label="actual")  # fmt: skip
+        times = pd.to_datetime(fc["target_time"])
+        ax.fill_between(times, fc["p10"] / unit, fc["p90"] / unit, color="tab:blue", alpha=0.25,
+                        label="P10–P90")  # fmt: skip
+        ax.plot(times, fc["p50"] / unit, color="tab:blue", lw=1.6, label="P50")
+        ax.set_title(" / ".join(str(k) for k in key), fontsize=10, loc="left")
+        ax.set_ylabel(unit_label)
+        ax.legend(loc="upper left", fontsize=8)
+    fig.suptitle(title)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path

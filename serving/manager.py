@@ -148,6 +148,9 @@ class ModelManager:
         self._status: dict[str, dict[int, VersionStatus]] = {}
         self._failed: set[tuple[str, int]] = set()
         self._configured = False  # the first config is loaded before its labels are checked
+        self._generation = 0  # bumped by every config change: a poll of an older config stops
+        self._loading: set[tuple[str, int]] = set()  # loads in progress (maybe between retries)
+        self._config_changed = threading.Condition()  # wakes loads waiting to retry
         self._stop = threading.Event()
         self._poller: threading.Thread | None = None
 
@@ -188,7 +191,13 @@ class ModelManager:
                 self._failed = {(n, v) for n, v in self._failed if n != name}
             self._models = new_models
             self._configured = True
+            self._generation += 1
+            generation = self._generation
+            with self._config_changed:
+                self._config_changed.notify_all()
             self._poll_locked()
+            if self._generation != generation:
+                return  # a newer config came in while a load here waited to retry: it rules
             if first:
                 labels = self._new_labels(new_models)
             self._labels = labels
@@ -260,7 +269,10 @@ class ModelManager:
                 log.exception("file-system poll failed")
 
     def _poll_locked(self) -> None:
+        generation = self._generation
         for name, model in self._models.items():
+            if self._generation != generation:
+                return  # a config change came in while a load waited to retry: its poll rules
             if not Path(model.base_path).is_dir():
                 # TF Serving's poll fails for this servable and changes nothing.
                 log.error(
@@ -284,7 +296,11 @@ class ModelManager:
             for version in sorted(aspired, reverse=True):
                 if version in self._serving.get(name, {}) or (name, version) in self._failed:
                     continue
+                if (name, version) in self._loading:
+                    continue  # another poll is loading it (waiting to retry)
                 self._load(name, version, present[version])
+                if self._generation != generation:
+                    return
             # ... and a version no longer aspired is unloaded once an aspired one serves, or
             # when nothing is aspired any more (an empty base path, as TF Serving does by
             # default), or while more than one un-aspired version serves (lowest first).
@@ -304,15 +320,77 @@ class ModelManager:
         model[version] = status
         self._status = {**self._status, name: model}
 
+    def _still_aspired(self, name: str, version: int) -> bool:
+        model = self._models.get(name)
+        if model is None or not Path(model.base_path).is_dir():
+            return False
+        return version in aspired_versions(model, scan_versions(model.base_path))
+
+    def _wait_to_retry(self, name: str, version: int) -> bool:
+        """Waits the retry interval *without* the manager lock; False: give up retrying.
+
+        Holding the lock through the interval would block every config reload behind a broken
+        version for retries x interval (5 minutes with TF Serving's defaults), and with it a
+        deploy's rollback. TF Serving retries asynchronously too, and cancels the retries of a
+        version a new config no longer aspires: a config change wakes this wait, and the
+        version stops retrying once it is not aspired (False) or the server stops.
+        """
+        depth = 0
+        while True:  # release the RLock fully (the caller may hold it more than once)
+            try:
+                self._lock.release()
+            except RuntimeError:
+                break
+            depth += 1
+        deadline = time.monotonic() + max(0.0, self.options.load_retry_interval_seconds)
+        try:
+            while True:
+                remaining = deadline - time.monotonic()
+                if self._stop.is_set():
+                    return False
+                if remaining <= 0:
+                    return True
+                with self._config_changed:
+                    woken = self._config_changed.wait(remaining)
+                if woken:
+                    with self._lock:
+                        if not self._still_aspired(name, version):
+                            return False
+        finally:
+            for _ in range(depth):
+                self._lock.acquire()
+
     def _load(self, name: str, version: int, path: Path) -> None:
+        self._loading.add((name, version))
+        try:
+            self._load_with_retries(name, version, path)
+        finally:
+            self._loading.discard((name, version))
+
+    def _load_with_retries(self, name: str, version: int, path: Path) -> None:
         self._set_status(name, version, VersionStatus(State.LOADING))
         attempts = 1 + max(0, self.options.max_num_load_retries)
         started = time.perf_counter()
         error, code = "", grpc.StatusCode.UNKNOWN
         for attempt in range(attempts):
             if attempt:
-                if self._stop.wait(self.options.load_retry_interval_seconds):
+                if not self._wait_to_retry(name, version) and self._stop.is_set():
                     break
+                if not self._still_aspired(name, version):
+                    log.info("load of %s version %d cancelled: no longer aspired", name, version)
+                    self._set_status(
+                        name,
+                        version,
+                        VersionStatus(
+                            State.END,
+                            ServingError(
+                                grpc.StatusCode.CANCELLED,
+                                f"Load of {name} version {version} cancelled: the version is "
+                                "no longer aspired",
+                            ),
+                        ),
+                    )
+                    return
                 log.info("retrying load of %s version %d (attempt %d)", name, version, attempt + 1)
             servable = None
             try:
@@ -460,6 +538,8 @@ class ModelManager:
     def stop(self) -> None:
         """Stops polling and unloads everything (after requests in flight)."""
         self._stop.set()
+        with self._config_changed:
+            self._config_changed.notify_all()  # loads waiting to retry give up now
         if self._poller is not None:
             self._poller.join(timeout=30)
         with self._lock:

@@ -39,6 +39,7 @@ from tensorflow_serving.config import model_server_config_pb2
 
 AVAILABLE = get_model_status_pb2.ModelVersionStatus.AVAILABLE
 END = get_model_status_pb2.ModelVersionStatus.END
+LOADING = get_model_status_pb2.ModelVersionStatus.LOADING
 FAST_LIFECYCLE = [
     "--file_system_poll_wait_seconds=1",
     "--load_retry_interval_micros=100000",
@@ -519,3 +520,51 @@ def test_a_malformed_config_file_is_logged_and_the_old_config_serves_on(polled):
     )
     assert states(model_stub, "second") == {1: AVAILABLE}
     np.testing.assert_allclose(y_of(predict(predict_stub, "second")), expected_y(NEW_OFFSET))
+
+
+# --- load retries never hold up a config change -------------------------------------------------
+
+
+def test_a_config_change_cancels_the_retries_of_a_version_it_no_longer_aspires(tmp_path):
+    """TF Serving's default retries (5, here a minute apart) must not block a reload: a deploy's
+    rollback is a reload. The retrying version is cancelled (END) and the reload returns."""
+    import time
+
+    export_toy(tmp_path / "retry", 1, OFFSETS[1])
+    config = tmp_path / "models.config"
+    all_versions = "model_version_policy { all {} }"
+    config.write_text(model_config_text({"retry": tmp_path / "retry"}, {"retry": all_versions}))
+    flags = [
+        f"--model_config_file={config}",
+        "--file_system_poll_wait_seconds=1",
+        "--max_num_load_retries=5",
+        "--load_retry_interval_micros=60000000",
+    ]
+    server = ServerProcess(flags, tmp_path / "retry.log")
+    with server, grpc.insecure_channel(server.target) as channel:
+        stub = model_service_pb2_grpc.ModelServiceStub(channel)
+        wait_states(stub, "retry", {1: AVAILABLE})
+        write_corrupt_version(tmp_path / "retry", 2, tmp_path)  # the poller fails on it
+        wait_for(
+            lambda: (
+                "Loading servable: {name: retry version: 2} failed"
+                in (tmp_path / "retry.log").read_text(errors="replace")
+            ),
+            timeout=WAIT_S,
+            what="the first failed load of version 2",
+        )
+        assert statuses(stub, "retry")[2].state == LOADING  # waiting a minute to retry
+        only_one = text_format.Parse(
+            model_config_text(
+                {"retry": tmp_path / "retry"},
+                {"retry": "model_version_policy { specific { versions: 1 } }"},
+            ),
+            model_server_config_pb2.ModelServerConfig(),
+        )
+        started = time.monotonic()
+        response = reload(stub, only_one)
+        assert time.monotonic() - started < 20  # not retries x a minute
+        assert response.status.error_code == 0
+        found = wait_states(stub, "retry", {1: AVAILABLE, 2: END})
+        assert found[2].status.error_code == grpc.StatusCode.CANCELLED.value[0]
+        assert "no longer aspired" in found[2].status.error_message
