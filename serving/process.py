@@ -143,9 +143,12 @@ class ModelServer:
         with grpc.insecure_channel(self.target) as channel:
             while True:
                 self._check_alive()
-                with contextlib.suppress(grpc.FutureTimeoutError):
-                    grpc.channel_ready_future(channel).result(timeout=1)
+                ready = grpc.channel_ready_future(channel)
+                try:
+                    ready.result(timeout=1)
                     break
+                except grpc.FutureTimeoutError:
+                    ready.cancel()  # its polling thread must not outlive the channel
                 if time.monotonic() > deadline:
                     raise ServerStartError(f"model server port not open:\n{self.log_tail()}")
         while pending:

@@ -96,7 +96,12 @@ class ServerProcess:
                     )
                 try:
                     if not pending:
-                        grpc.channel_ready_future(channel).result(timeout=1)
+                        ready = grpc.channel_ready_future(channel)
+                        try:
+                            ready.result(timeout=1)
+                        except grpc.FutureTimeoutError:
+                            ready.cancel()  # its polling thread must not outlive the channel
+                            raise
                         return
                     request = get_model_status_pb2.GetModelStatusRequest()
                     request.model_spec.name = pending[0]
