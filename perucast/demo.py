@@ -148,6 +148,11 @@ def run_pipeline(name: str, out: Path, target: str, seed: int, scale: Scale, wor
         source=SourceConfig(kind="synthetic", seed=seed, scale=scale),
         executor="local",
         workers=workers,
+        # crop_demand: 2048-row global batches halve the gradient all-reduces per epoch (two
+        # workers share two cores here) and patience 3 stops after the best epoch sooner; on
+        # the small data that kept MASE and every goal (0.868 vs 0.874 at 1024 / patience 5).
+        batch_size=2048 if name == "crop_demand" else None,
+        patience=3 if name == "crop_demand" else None,
         model_repository=str(out / "model_repository"),
         # GBT (Spark ML) is left out of the demo's backtest for time; `perucast pipeline run`
         # and the cluster runs fit it.
