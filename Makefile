@@ -66,5 +66,15 @@ protos: install ## Regenerate serving/protos/*_pb2.py(i) from the .proto files (
 bench: install bench-tools ## Run the benchmarks: writes bench/results.json and bench/RESULTS.md
 	$(PY) -m bench.run
 
+IMAGE_REPO ?= ghcr.io/perucast/perucast
+IMAGE_VERSION ?= $(shell sed -n 's/^version = "\(.*\)"$$/\1/p' pyproject.toml | head -n 1)
+IMAGE_REVISION ?= $(shell git rev-parse HEAD 2>/dev/null || echo unknown)$(shell git status --porcelain --untracked-files=no 2>/dev/null | grep -q . && echo +dirty)
+
+.PHONY: image
+image: ## Build the container image ghcr.io/perucast/perucast:<version> (needs a Docker engine)
+	@command -v docker >/dev/null 2>&1 || { echo "no Docker engine: the docker CLI is not installed (the Dockerfile is still checked by tests/test_image.py)" >&2; exit 1; }
+	@docker info >/dev/null 2>&1 || { echo "no Docker engine: 'docker info' reaches no daemon (start dockerd or set DOCKER_HOST; the Dockerfile is still checked by tests/test_image.py)" >&2; exit 1; }
+	DOCKER_BUILDKIT=1 docker build --build-arg VERSION=$(IMAGE_VERSION) --build-arg REVISION=$(IMAGE_REVISION) -t $(IMAGE_REPO):$(IMAGE_VERSION) .
+
 clean: ## Remove generated data, demo output and caches (keeps .venv)
 	rm -rf $(DEMO_DIR) data/raw data/validated data/features reports .pytest_cache .ruff_cache
