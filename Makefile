@@ -6,6 +6,10 @@ PYTHON_BIN ?= $(shell command -v python3.11 || command -v python3)
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
+# checkov (the manifests' policy scanner) pins packages the project's lock cannot share
+# (tabulate, packaging, dpath), so it gets its own virtualenv.
+CHECKOV_VENV := .venv-tools/checkov
+CHECKOV_STAMP := $(CHECKOV_VENV)/.installed
 # The venv's bin first, so dvc.yaml stages and subprocesses use the pinned tools.
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 export PYTHONHASHSEED := 0
@@ -18,7 +22,7 @@ DEMO_DIR ?= demo_output
 help: ## Show this help
 	@awk 'BEGIN {FS = ":.*## "; printf "perucast make targets:\n"} /^[a-zA-Z_-]+:.*## / {printf "  \033[36m%-10s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
 
-install: java $(STAMP) ## Create .venv with the pinned dependencies (re-installs only when pyproject.toml or requirements.lock change)
+install: java $(STAMP) $(CHECKOV_STAMP) ## Create .venv with the pinned dependencies (re-installs only when pyproject.toml or requirements.lock change) and checkov's own .venv-tools/checkov
 
 $(STAMP): pyproject.toml requirements.lock
 	@$(PYTHON_BIN) -c 'import sys; assert sys.version_info[:2] == (3, 11), f"perucast needs Python 3.11, found {sys.version}"'
@@ -27,6 +31,13 @@ $(STAMP): pyproject.toml requirements.lock
 	$(PY) -m pip install --quiet -c requirements.lock -e '.[dev]'
 	@touch $(STAMP)
 	@echo "installed perucast into $(VENV)"
+
+$(CHECKOV_STAMP): manifests/tools/checkov-requirements.txt
+	@$(PYTHON_BIN) -m venv --clear $(CHECKOV_VENV)
+	@printf '*\n' > .venv-tools/.gitignore
+	$(CHECKOV_VENV)/bin/python -m pip install --quiet --no-deps -r manifests/tools/checkov-requirements.txt
+	@sha256sum manifests/tools/checkov-requirements.txt | cut -d' ' -f1 > $(CHECKOV_STAMP)
+	@echo "installed checkov into $(CHECKOV_VENV)"
 
 java: ## Install OpenJDK 17 with apt when java is missing (Spark needs it)
 	@if ! command -v java >/dev/null 2>&1; then \
