@@ -625,7 +625,14 @@ def cli(
         typer.echo(f"error: {features_dir} is not a feature dataset (no split.json)", err=True)
         raise typer.Exit(ExitCode.INPUT_NOT_FOUND)
     try:
-        result = train(config)
+        if os.environ.get("TF_CONFIG"):
+            # A TFJob pod: every replica runs this same command; only the chief exports.
+            result = run_worker(config)
+            if result is None:
+                typer.echo(f"{use_case}: worker finished (the chief exports the model)")
+                return
+        else:
+            result = train(config)
     except (TrainError, FileNotFoundError, ValueError) as err:
         typer.echo(f"error: {err}", err=True)
         raise typer.Exit(1) from None

@@ -228,6 +228,9 @@ def submit_(
     ] = None,
     gpu: Annotated[bool, typer.Option(help="Train on a GPU node (the -gpu pipeline).")] = False,
     namespace: Annotated[str | None, typer.Option(help="Kubeflow user namespace.")] = None,
+    service_account: Annotated[
+        str, typer.Option(help="The run's ServiceAccount (manifests/ binds its Roles).")
+    ] = "perucast-pipeline-runner",
     token: Annotated[
         str | None, typer.Option(envvar="KFP_TOKEN", help="Bearer token (or $KFP_TOKEN).")
     ] = None,
@@ -277,6 +280,7 @@ def submit_(
             gpu=gpu,
             namespace=namespace,
             existing_token=token,
+            service_account=service_account,
         )
     except FileNotFoundError as err:
         typer.echo(f"error: {err}", err=True)

@@ -30,6 +30,9 @@ DVC_SECRET_KEYS = {
     "AWS_SECRET_ACCESS_KEY": "AWS_SECRET_ACCESS_KEY",
 }
 GPU_NODE_LABEL = ("nvidia.com/gpu.present", "true")
+IMAGE_UID = 10001  # the Dockerfile's USER
+# The NetworkPolicy lets only pods with this label reach the model server (manifests/).
+SERVING_CLIENT_LABEL = ("perucast.io/serving-client", "true")
 # Caching is off for every task: ingest reads a source that may change under the same
 # parameters (a DVC branch, a directory), so every later task gets new input artifacts anyway,
 # and a retraining run must never silently reuse an old model.
@@ -40,6 +43,10 @@ def pipeline_name(use_case: str, gpu: bool = False) -> str:
 
 
 def _resources(task: dsl.PipelineTask, cpu: str, memory: str) -> dsl.PipelineTask:
+    # The image's non-root user: the perucast namespace enforces Pod Security "restricted".
+    kubernetes.set_security_context(
+        task, run_as_user=IMAGE_UID, run_as_group=IMAGE_UID, run_as_non_root=True
+    )
     return (
         task.set_cpu_request(cpu)
         .set_cpu_limit(cpu)
@@ -91,6 +98,7 @@ def build_pipeline(use_case: str, gpu: bool = False):
     ):
         outcome = c.record_outcome(use_case=use_case, runs_log=runs_log)
         outcome.set_caching_options(False).set_display_name("record outcome")
+        _resources(outcome, "500m", "1Gi")
         _models_volume(outcome)
         with dsl.ExitHandler(outcome, name="training-run"):
             raw = c.ingest(
@@ -178,6 +186,7 @@ def build_pipeline(use_case: str, gpu: bool = False):
                         features=features.outputs["features"],
                     )
                     _resources(rollout.set_display_name("deploy (canary)"), "1", "2Gi")
+                    kubernetes.add_pod_label(rollout, *SERVING_CLIENT_LABEL)
                     _models_volume(rollout.set_caching_options(False))
 
     return training

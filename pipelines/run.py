@@ -192,6 +192,7 @@ def submit(
     gpu: bool = False,
     namespace: str | None = None,
     existing_token: str | None = None,
+    service_account: str | None = None,
     client: Any = None,
 ) -> Submission:
     """Creates a run (or a recurring run on ``schedule``, a cron with seconds first as KFP's API
@@ -206,6 +207,8 @@ def submit(
         gpu: Submit the GPU variant (train task on a GPU node).
         namespace: The user's namespace (multi-user Kubeflow).
         existing_token: A bearer token for the API.
+        service_account: The ServiceAccount the run's pods use (its Roles let it create
+            SparkApplications and TFJobs and patch the serving ConfigMap).
         client: A ``kfp.Client`` to use instead of a new one.
     """
     import datetime as dt
@@ -236,6 +239,7 @@ def submit(
             pipeline_package_path=str(pipeline_file),
             params=arguments,
             enabled=True,
+            service_account=service_account,
         )
         return Submission(
             experiment_id=experiment_id,
@@ -248,6 +252,7 @@ def submit(
         pipeline_package_path=str(pipeline_file),
         params=arguments,
         enable_caching=False,
+        service_account=service_account,
     )
     return Submission(
         experiment_id=experiment_id,

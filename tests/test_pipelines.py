@@ -139,6 +139,12 @@ def test_kubernetes_settings_parse_as_executor_configs(compiled):
     for label in ("exec-evaluate", "exec-push", "exec-deploy", "exec-record-outcome"):
         mounts = {(p.mount_path, p.constant) for p in configs[label].pvc_mount}
         assert ("/mnt/models", "perucast-models") in mounts, label
+    for label, config in configs.items():
+        assert config.security_context.run_as_user == 10001, label
+        assert config.security_context.run_as_non_root, label
+    assert dict(configs["exec-deploy"].pod_metadata.labels) == {
+        "perucast.io/serving-client": "true"
+    }
     ingest = configs["exec-ingest"]
     assert ingest.secret_as_env[0].optional is True
     assert {m.env_var for m in ingest.secret_as_env[0].key_to_env} == {

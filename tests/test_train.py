@@ -363,3 +363,41 @@ def test_killed_worker_resumes_from_the_last_completed_epoch(fish_features, tmp_
     assert second_run[0] == first_run[-1] + 1 > 0
     assert second_run[-1] == config.epochs - 1
     assert result.epochs_run == config.epochs - second_run[0]
+
+
+def test_a_tfjob_worker_pod_exits_0_without_exporting(fish_features, tmp_path, monkeypatch):
+    """In a TFJob every replica runs the same `train run` command with its own TF_CONFIG;
+    a non-chief replica's run_worker returns None, which must not fail the pod."""
+    from typer.testing import CliRunner
+
+    import components.train as train_module
+
+    calls = []
+    monkeypatch.setenv(
+        "TF_CONFIG",
+        json.dumps(
+            {
+                "cluster": {"chief": ["c:2222"], "worker": ["w0:2222"]},
+                "task": {"type": "worker", "index": 0},
+            }
+        ),
+    )
+    monkeypatch.setattr(train_module, "run_worker", lambda config: calls.append(config))
+    result = CliRunner().invoke(
+        train_module.app,
+        [
+            "run",
+            "--use-case",
+            "fish_stock",
+            "--features",
+            str(fish_features),
+            "--model-repository",
+            str(tmp_path / "repo"),
+            "--output",
+            str(tmp_path / "out"),
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    assert "worker finished" in result.output
+    assert len(calls) == 1 and calls[0].use_case == "fish_stock"
+    assert not (tmp_path / "repo").exists()
