@@ -69,7 +69,8 @@ LABEL org.opencontainers.image.title="perucast" \
 # PERUCAST_REVISION: the image has no .git; perucast.export.code_revision() reads this instead.
 # SPARK_HOME: pyspark's wheel is a complete Spark (bin/spark-submit, jars/ with spark-kubernetes).
 # PYSPARK_PYTHON: Python workers of executors use the venv too.
-ENV PYTHONDONTWRITEBYTECODE=1 \
+ENV PERUCAST_MANIFESTS=/opt/perucast/manifests \
+    PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \
     PIP_NO_CACHE_DIR=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1 \
@@ -100,6 +101,8 @@ RUN groupadd --gid 10001 perucast \
 
 # Owned by root and read-only for the user: the code cannot be changed by what it runs.
 COPY --from=builder /opt/venv /opt/venv
+# The launchers render the SparkApplication and TFJob from the same templates as manifests/.
+COPY manifests /opt/perucast/manifests
 
 # Spark on Kubernetes starts driver and executor pods with the arguments `driver ...` and
 # `executor ...` and no command: the contract of Spark's own image entrypoint, kept here. Any other

@@ -66,12 +66,29 @@ def _numbers(values: Mapping[str, Any], prefix: str = "") -> dict[str, float]:
     return out
 
 
-def _kubernetes_executor(step: str) -> ExecutorNotAvailableError:
-    return ExecutorNotAvailableError(
-        f"executor 'kubernetes' for the {step} step submits a "
-        f"{'SparkApplication' if step == 'preprocess' else 'TFJob'} through the Kubernetes API; "
-        "the launchers come with the Kubernetes manifests (issue #7). Use executor 'local'."
-    )
+def _kubernetes_executor(step: str, executor: str, launch: Any) -> Any:
+    """The :class:`~components.launchers.LaunchSettings` of the ``kubernetes`` executor: ``launch``,
+    else from the ``PERUCAST_*`` environment.
+
+    Raises:
+        ExecutorNotAvailableError: ``executor`` is neither ``local`` nor ``kubernetes``.
+    """
+    if executor != "kubernetes":
+        raise ExecutorNotAvailableError(
+            f"unknown executor {executor!r} for the {step} step: use 'local' or 'kubernetes'"
+        )
+    from components.launchers import LaunchSettings
+
+    return launch or LaunchSettings.from_env()
+
+
+def _job_output(path: Path, job: str) -> dict[str, Any]:
+    """A JSON file the Kubernetes job wrote (copied back into the step's artifact)."""
+    from components.launchers import LaunchError
+
+    if not path.is_file():
+        raise LaunchError(f"{job} succeeded but did not write {path.name}")
+    return json.loads(path.read_text(encoding="utf-8"))
 
 
 # --- ingest -----------------------------------------------------------------------------------
@@ -135,14 +152,30 @@ def preprocess_step(
     executor: Executor = "local",
     spark_master: str = "local[*]",
     driver_memory: str = "2g",
+    *,
+    launch: Any = None,
 ) -> StepOutput:
-    """Spark features (joins, lags, calendar and ENSO features) and the time splits."""
+    """Spark features (joins, lags, calendar and ENSO features) and the time splits.
+
+    ``executor="kubernetes"`` runs a SparkApplication rendered from ``manifests/`` instead
+    (:class:`components.launchers.SparkLauncher`; ``spark_master`` and ``driver_memory`` are
+    then the template's); ``launch`` defaults to :meth:`LaunchSettings.from_env`.
+    """
+    started = time.perf_counter()
+    if executor != "local":
+        from components.launchers import SparkLauncher
+
+        settings = _kubernetes_executor("preprocess", executor, launch)
+        job = SparkLauncher(settings).preprocess(use_case, validated_dir, features_dir)
+        report = _job_output(Path(features_dir) / "report.json", f"SparkApplication {job.name}")
+        metrics = _numbers({f"rows_{split}": rows for split, rows in report["rows"].items()})
+        metrics["horizon"] = float(report["horizon"])
+        output = StepOutput(metrics, {"job": job.name})
+        return _record(use_case, "preprocess", started, output)
+
     from components.preprocess import PreprocessConfig, preprocess
     from perucast.spark import SparkConfig
 
-    if executor != "local":
-        raise _kubernetes_executor("preprocess")
-    started = time.perf_counter()
     result = preprocess(
         PreprocessConfig(
             use_case=use_case,
@@ -176,42 +209,58 @@ def train_step(
     batch_size: int = 512,
     patience: int = 5,
     seed: int = 0,
+    *,
+    launch: Any = None,
 ) -> StepOutput:
     """Distributed Keras training; the SavedModel lands in the Model artifact as version 1.
 
     ``gpus`` is the GPUs per worker the Kubernetes executor requests for the TFJob; the local
-    executor uses whatever GPUs the process sees (none on this machine).
+    executor uses whatever GPUs the process sees (none on this machine). ``executor=
+    "kubernetes"`` runs a TFJob rendered from ``manifests/`` (a Chief and ``workers - 1``
+    Workers; :class:`components.launchers.TFJobLauncher`); ``launch`` defaults to
+    :meth:`LaunchSettings.from_env`.
     """
-    from components.train import TrainConfig, train
-
-    if executor != "local":
-        raise _kubernetes_executor("train")
     started = time.perf_counter()
-    result = train(
-        TrainConfig(
-            use_case=use_case,
-            features_dir=Path(features_dir),
-            model_repository=Path(model_dir),
-            output_dir=Path(logs_dir),
-            version=1,
-            workers=workers,
-            epochs=epochs,
-            batch_size=batch_size,
-            patience=patience,
-            seed=seed,
+    if executor != "local":
+        from components.launchers import TFJobLauncher
+
+        settings = _kubernetes_executor("train", executor, launch)
+        job = TFJobLauncher(settings).train(
+            use_case, features_dir, model_dir, logs_dir, workers=workers, gpus=gpus,
+            epochs=epochs, batch_size=batch_size, patience=patience, seed=seed,
+        )  # fmt: skip
+        result = _job_output(Path(logs_dir) / "training.json", f"TFJob {job.name}")
+        history, epochs_run = result.get("history") or {}, int(result["epochs_run"])
+        best_epoch, trained_workers = int(result["best_epoch"]), int(result["workers"])
+    else:
+        from components.train import TrainConfig, train
+
+        local = train(
+            TrainConfig(
+                use_case=use_case,
+                features_dir=Path(features_dir),
+                model_repository=Path(model_dir),
+                output_dir=Path(logs_dir),
+                version=1,
+                workers=workers,
+                epochs=epochs,
+                batch_size=batch_size,
+                patience=patience,
+                seed=seed,
+            )
         )
-    )
-    history = {k: v[-1] for k, v in result.history.items() if v}
+        history, epochs_run = local.history, local.epochs_run
+        best_epoch, trained_workers = local.best_epoch, local.workers
+    version_dir = model_version_dir(model_dir, use_case)
     metrics = {
-        "epochs_run": float(result.epochs_run),
-        "best_epoch": float(result.best_epoch + 1),
-        "workers": float(result.workers),
+        "epochs_run": float(epochs_run),
+        "best_epoch": float(best_epoch + 1),
+        "workers": float(trained_workers),
         "gpus_requested": float(gpus),
-        **_numbers(history, prefix="final_"),
+        **_numbers({k: v[-1] for k, v in history.items() if v}, prefix="final_"),
     }
-    return _record(
-        use_case, "train", started, StepOutput(metrics, {"version_dir": str(result.version_dir)})
-    )
+    output = StepOutput(metrics, {"version_dir": str(version_dir)})
+    return _record(use_case, "train", started, output)
 
 
 # --- evaluate ---------------------------------------------------------------------------------

@@ -24,6 +24,9 @@ from pipelines.config import PipelineConfig
 
 MODELS_PVC = "perucast-models"
 MODELS_MOUNT = "/mnt/models"
+# The launchers (executor=kubernetes) hand data to the Spark and TFJob pods on this volume.
+DATA_PVC = "perucast-data"
+DATA_MOUNT = "/mnt/data"
 DVC_SECRET = "perucast-dvc-remote"
 DVC_SECRET_KEYS = {
     "AWS_ACCESS_KEY_ID": "AWS_ACCESS_KEY_ID",
@@ -125,6 +128,7 @@ def build_pipeline(use_case: str, gpu: bool = False):
             _resources(
                 features.set_display_name("preprocess (Spark)"), "2", "6Gi"
             ).set_caching_options(False)
+            kubernetes.mount_pvc(features, pvc_name=DATA_PVC, mount_path=DATA_MOUNT)
 
             trained = c.train(
                 use_case=use_case,
@@ -140,6 +144,7 @@ def build_pipeline(use_case: str, gpu: bool = False):
             _resources(
                 trained.set_display_name("train (TensorFlow)"), "4", "8Gi"
             ).set_caching_options(False)
+            kubernetes.mount_pvc(trained, pvc_name=DATA_PVC, mount_path=DATA_MOUNT)
             if gpu:
                 trained.set_accelerator_type("nvidia.com/gpu").set_accelerator_limit(1)
                 kubernetes.add_toleration(

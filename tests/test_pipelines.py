@@ -145,6 +145,9 @@ def test_kubernetes_settings_parse_as_executor_configs(compiled):
     assert dict(configs["exec-deploy"].pod_metadata.labels) == {
         "perucast.io/serving-client": "true"
     }
+    for label in ("exec-preprocess", "exec-train"):  # the launchers' hand-over volume
+        mounts = {(p.mount_path, p.constant) for p in configs[label].pvc_mount}
+        assert ("/mnt/data", "perucast-data") in mounts, label
     ingest = configs["exec-ingest"]
     assert ingest.secret_as_env[0].optional is True
     assert {m.env_var for m in ingest.secret_as_env[0].key_to_env} == {
@@ -205,13 +208,27 @@ def test_use_case_defaults_fill_the_arguments():
     assert fish["batch_size"] == 64 and fish["min_improvement_vs_naive"] == 0.20
 
 
-def test_the_kubernetes_executor_fails_with_a_clear_message(tmp_path):
+def test_the_kubernetes_executor_submits_through_the_launchers(tmp_path):
+    """executor=kubernetes runs the launchers (tests/test_launchers.py runs them against a fake
+    cluster); without the shared data volume they stop before any request, with a clear message.
+    """
+    from components.launchers import LaunchError, LaunchSettings
     from components.pipeline_steps import ExecutorNotAvailableError, preprocess_step, train_step
 
-    with pytest.raises(ExecutorNotAvailableError, match="SparkApplication"):
-        preprocess_step("fish_stock", tmp_path, tmp_path / "f", executor="kubernetes")
-    with pytest.raises(ExecutorNotAvailableError, match="TFJob"):
-        train_step("fish_stock", tmp_path, tmp_path / "m", tmp_path / "l", executor="kubernetes")
+    unmounted = LaunchSettings(
+        data_dir=tmp_path / "no-volume", kube_api_host="http://127.0.0.1:9", owner_pod=None
+    )
+    with pytest.raises(LaunchError, match=r"data volume is not mounted.*PERUCAST_DATA_DIR"):
+        preprocess_step(
+            "fish_stock", tmp_path, tmp_path / "f", executor="kubernetes", launch=unmounted
+        )
+    with pytest.raises(LaunchError, match="data volume is not mounted"):
+        train_step(
+            "fish_stock", tmp_path, tmp_path / "m", tmp_path / "l", executor="kubernetes",
+            launch=unmounted,
+        )  # fmt: skip
+    with pytest.raises(ExecutorNotAvailableError, match="'local' or 'kubernetes'"):
+        preprocess_step("fish_stock", tmp_path, tmp_path / "f", executor="slurm")
 
 
 def test_served_version_follows_the_stable_label_then_the_newest(tmp_path):
