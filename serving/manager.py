@@ -26,6 +26,7 @@ import grpc
 from tensorflow_serving.apis import get_model_status_pb2, model_pb2
 from tensorflow_serving.config import model_server_config_pb2
 
+from serving import prediction_log
 from serving.errors import ServingError, failed_precondition, invalid_argument, not_found
 from serving.servable import Servable
 
@@ -118,6 +119,9 @@ def validate_config(config: model_server_config_pb2.ModelServerConfig) -> None:
                 f"Model {model.name}: model_platform {platform!r} is not supported "
                 f"(only {TENSORFLOW_PLATFORM!r})"
             )
+        logging_error = prediction_log.logging_config_error(model)
+        if logging_error:
+            raise invalid_argument(logging_error)
 
 
 def _error_code(exc: Exception) -> grpc.StatusCode:
@@ -135,11 +139,20 @@ class ModelManager:
     Args:
         options: Lifecycle options.
         on_event: Called on load, unload and load failure (metrics and logs).
+        on_config: Called with the new {name: ModelConfig} when a config is accepted, before
+            models are added or removed (the prediction logger follows it); may raise
+            ServingError to refuse the config.
     """
 
-    def __init__(self, options: ManagerOptions | None = None, on_event: EventHook | None = None):
+    def __init__(
+        self,
+        options: ManagerOptions | None = None,
+        on_event: EventHook | None = None,
+        on_config: Callable[[dict[str, model_server_config_pb2.ModelConfig]], None] | None = None,
+    ):
         self.options = options or ManagerOptions()
         self._on_event = on_event
+        self._on_config = on_config
         self._lock = threading.RLock()  # serializes config changes and polls
         self._models: dict[str, model_server_config_pb2.ModelConfig] = {}
         # Snapshots read without the lock; replaced (never mutated) under it.
@@ -184,6 +197,8 @@ class ModelManager:
             if not first:
                 labels = self._new_labels(new_models)
             added = [name for name in new_models if name not in self._models]
+            if self._on_config is not None:
+                self._on_config(new_models)
             for name in set(self._models) - set(new_models):
                 log.info("model %s removed from the config: unloading it", name)
                 for version in list(self._serving.get(name, {})):

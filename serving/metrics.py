@@ -33,6 +33,10 @@ class ServerMetrics:
     model_loads: Any
     model_load_seconds: Any
     model_available: Any
+    prediction_log_records: Any
+    prediction_log_bytes: Any
+    prediction_log_dropped: Any
+    prediction_log_errors: Any
 
     def observe_request(
         self, model: str, version: str, api: str, protocol: str, code: str, seconds: float
@@ -54,6 +58,16 @@ class ServerMetrics:
             self.model_loads.labels(model, str(version), "failure").inc()
         elif kind == "unload":
             self.model_available.labels(model, str(version)).set(0)
+
+    def prediction_log_written(self, model: str, size: int) -> None:
+        self.prediction_log_records.labels(model).inc()
+        self.prediction_log_bytes.labels(model).inc(size)
+
+    def prediction_log_dropped_one(self, model: str) -> None:
+        self.prediction_log_dropped.labels(model).inc()
+
+    def prediction_log_error(self, model: str) -> None:
+        self.prediction_log_errors.labels(model).inc()
 
     def exposition(self) -> tuple[bytes, str]:
         """The text exposition of every process's metrics, and its content type."""
@@ -128,6 +142,30 @@ def create_metrics() -> ServerMetrics:
             ["model", "version"],
             registry=registry,
             multiprocess_mode="max",
+        ),
+        prediction_log_records=Counter(
+            f"{prefix}_prediction_log_records",
+            "Sampled PredictionLog records written to the model's log files",
+            ["model"],
+            registry=registry,
+        ),
+        prediction_log_bytes=Counter(
+            f"{prefix}_prediction_log_bytes",
+            "Bytes of PredictionLog records written (TFRecord framing included)",
+            ["model"],
+            registry=registry,
+        ),
+        prediction_log_dropped=Counter(
+            f"{prefix}_prediction_log_dropped",
+            "Sampled PredictionLog records dropped because the log queue was full",
+            ["model"],
+            registry=registry,
+        ),
+        prediction_log_errors=Counter(
+            f"{prefix}_prediction_log_errors",
+            "PredictionLog records that failed to build or write",
+            ["model"],
+            registry=registry,
         ),
     )
 

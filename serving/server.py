@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from serving import config as server_config
+from serving import prediction_log
 from serving.metrics import create_metrics, setup_server_logging
 
 if TYPE_CHECKING:  # serving.manager imports TensorFlow: not before the flags are checked
@@ -47,6 +48,7 @@ class RunningServer:
     core: object
     grpc_port: int
     rest_port: int
+    prediction_logger: object | None = None
 
     async def stop(self, grace: float = DRAIN_SECONDS) -> None:
         """Stop accepting, let requests in flight finish (up to `grace` s), unload models."""
@@ -56,6 +58,8 @@ class RunningServer:
         if self.rest_runner is not None:
             stops.append(self.rest_runner.cleanup())
         await asyncio.gather(*stops)
+        if self.prediction_logger is not None:  # requests have drained: flush and close
+            await loop.run_in_executor(None, self.prediction_logger.close)
         await asyncio.get_running_loop().run_in_executor(None, self.manager.stop)
         self.core.executor.shutdown(wait=False)
 
@@ -90,11 +94,15 @@ async def start_server(flags, model_config) -> RunningServer:
     from grpc_health.v1.health import HealthServicer
 
     from serving.manager import ModelManager
+    from serving.prediction_log import PredictionLogger
     from serving.service import ServingCore, add_services
 
     loop = asyncio.get_running_loop()
     metrics = create_metrics()
-    manager = ModelManager(manager_options(flags), on_event=metrics.model_event)
+    prediction_logger = PredictionLogger(metrics, flags.saved_model_tag_set)
+    manager = ModelManager(
+        manager_options(flags), on_event=metrics.model_event, on_config=prediction_logger.update
+    )
     await loop.run_in_executor(None, manager.reload_config, model_config)
     manager.start_polling()
 
@@ -109,6 +117,7 @@ async def start_server(flags, model_config) -> RunningServer:
         metrics,
         executor,
         reload_allowed=processes <= 1,
+        prediction_logger=prediction_logger,
     )
 
     options = list(server_config.grpc_server_options(flags))
@@ -160,7 +169,7 @@ async def start_server(flags, model_config) -> RunningServer:
         await site.start()
         rest_port = flags.rest_api_port
         log.info("Exporting HTTP/REST API at:localhost:%d ...", rest_port)
-    return RunningServer(server, runner, manager, core, grpc_port, rest_port)
+    return RunningServer(server, runner, manager, core, grpc_port, rest_port, prediction_logger)
 
 
 async def _poll_config_file(flags, running: RunningServer, stop: asyncio.Event) -> None:
@@ -273,6 +282,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         server_config.check_flags(flags)
         model_config = server_config.model_server_config(flags)
+        prediction_log.validate(model_config, f"--model_config_file={flags.model_config_file}")
         server_config.batching_options(flags)
         server_config.monitoring_config(flags)
         ssl = server_config.ssl_config(flags)

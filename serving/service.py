@@ -51,6 +51,8 @@ class ServingCore:
         executor: Threads for unbatched model runs and config reloads.
         reload_allowed: False when several server processes share the port, where a reload
             reaching one process would leave the others on the old config.
+        prediction_logger: Samples successful requests into the models' PredictionLog files
+            (`serving.prediction_log`); None: no logging.
     """
 
     def __init__(
@@ -60,12 +62,14 @@ class ServingCore:
         metrics: ServerMetrics,
         executor: ThreadPoolExecutor,
         reload_allowed: bool = True,
+        prediction_logger: Any | None = None,
     ):
         self.manager = manager
         self.batching = batching
         self.metrics = metrics
         self.executor = executor
         self.reload_allowed = reload_allowed
+        self.prediction_logger = prediction_logger
         self.active_requests = 0  # requests between decode and encode, on this process
         self._lock = threading.Lock()
 
@@ -154,7 +158,10 @@ class ServingCore:
         ):
             signature, inputs, keys = inference.prepare_predict(servable, request)
             outputs = self.run(servable, signature, inputs)
-            return inference.predict_response(servable, signature, outputs, keys)
+            response = inference.predict_response(servable, signature, outputs, keys)
+            if self.prediction_logger is not None:
+                self.prediction_logger.log("predict", servable, request, response)
+            return response
 
     async def predict_json(self, model_spec, body: bytes) -> bytes:
         """REST predict on the event loop: TF Serving's JSON in, its JSON answer out."""
@@ -173,7 +180,12 @@ class ServingCore:
                 if not signature.inputs_match(inputs):
                     codec.check_inputs(inputs, signature.inputs, signature.name)
                 outputs = await self.run_async(servable, signature, inputs)
-                return codec.encode_predict_response(outputs, fmt, signature.outputs)
+                body = codec.encode_predict_response(outputs, fmt, signature.outputs)
+                if self.prediction_logger is not None:
+                    self.prediction_logger.log_rest_predict(
+                        servable, model_spec, signature, inputs, outputs
+                    )
+                return body
 
     def classify(self, request, protocol: str = "grpc"):
         return self._examples("classify", inference.CLASSIFY_METHOD, request, protocol)
@@ -190,7 +202,10 @@ class ServingCore:
                 servable, request.model_spec.signature_name, method, request.input
             )
             outputs = self.run(servable, signature, inputs)
-            return inference.examples_response(servable, signature, method, outputs, inputs)
+            response = inference.examples_response(servable, signature, method, outputs, inputs)
+            if self.prediction_logger is not None:
+                self.prediction_logger.log(api, servable, request, response)
+            return response
 
     def multi_inference(self, request, protocol: str = "grpc"):
         from tensorflow_serving.apis import inference_pb2
@@ -208,6 +223,8 @@ class ServingCore:
                     response.results.append(
                         inference.multi_inference_result(servable, signature, task, outputs, inputs)
                     )
+                if self.prediction_logger is not None:
+                    self.prediction_logger.log("multi_inference", servable, request, response)
                 return response
 
     def metadata(
