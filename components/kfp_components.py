@@ -40,8 +40,7 @@ def ingest(
     source = {"kind": source_kind, "seed": seed, "scale": scale, "path": path,
               "dvc_repo": dvc_repo, "dvc_rev": dvc_rev, "dvc_path": dvc_path}  # fmt: skip
     out = ingest_step(use_case, source, raw.path)
-    for key, value in out.metrics.items():
-        metrics.log_metric(key, value)
+    out.log_to(metrics)
 
 
 @dsl.component(base_image=IMAGE, install_kfp_package=False)
@@ -56,8 +55,7 @@ def validate(
     from components.pipeline_steps import validate_step
 
     out = validate_step(use_case, raw.path, validated.path, report.path)
-    for key, value in out.metrics.items():
-        metrics.log_metric(key, value)
+    out.log_to(metrics)
 
 
 @dsl.component(base_image=IMAGE, install_kfp_package=False)
@@ -72,8 +70,7 @@ def preprocess(
     from components.pipeline_steps import preprocess_step
 
     out = preprocess_step(use_case, validated.path, features.path, executor=executor)
-    for key, value in out.metrics.items():
-        metrics.log_metric(key, value)
+    out.log_to(metrics)
 
 
 @dsl.component(base_image=IMAGE, install_kfp_package=False)
@@ -98,8 +95,7 @@ def train(
         use_case, features.path, model.path, logs.path, executor, workers, gpus, epochs,
         batch_size, patience, seed,
     )  # fmt: skip
-    for key, value in out.metrics.items():
-        metrics.log_metric(key, value)
+    out.log_to(metrics)
 
 
 @dsl.component(base_image=IMAGE, install_kfp_package=False)
@@ -125,8 +121,7 @@ def evaluate(
         model_repository, serving_config, min_improvement_vs_naive, max_regression_vs_blessed,
         tuple(baselines),
     )  # fmt: skip
-    for key, value in out.metrics.items():
-        metrics.log_metric(key, value)
+    out.log_to(metrics)
     return out.values["blessed"]
 
 
@@ -147,8 +142,7 @@ def push(
 
     out = push_step(use_case, model.path, evaluation.path, features.path, model_repository,
                     report.path)  # fmt: skip
-    for key, value in out.metrics.items():
-        metrics.log_metric(key, value)
+    out.log_to(metrics)
     return out.values["version"]
 
 
@@ -173,8 +167,7 @@ def deploy(
         use_case, version, model_repository, mode, serving_config, serving_target, namespace,
         configmap, features.path, report.path,
     )  # fmt: skip
-    for key, value in out.metrics.items():
-        metrics.log_metric(key, value)
+    out.log_to(metrics)
 
 
 @dsl.component(base_image=IMAGE, install_kfp_package=False)

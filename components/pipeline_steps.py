@@ -43,6 +43,11 @@ class StepOutput:
     metrics: dict[str, float] = field(default_factory=dict)
     values: dict[str, Any] = field(default_factory=dict)
 
+    def log_to(self, artifact: Any) -> None:
+        """Logs every metric to a KFP ``Metrics`` artifact (``log_metric(name, value)``)."""
+        for key, value in self.metrics.items():
+            artifact.log_metric(key, value)
+
 
 def _record(use_case: str, step: str, started: float, output: StepOutput) -> StepOutput:
     seconds = time.perf_counter() - started

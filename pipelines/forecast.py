@@ -45,21 +45,27 @@ def pipeline_name(use_case: str, gpu: bool = False) -> str:
     return f"perucast-{use_case.replace('_', '-')}-training{'-gpu' if gpu else ''}"
 
 
-def _resources(task: dsl.PipelineTask, cpu: str, memory: str) -> dsl.PipelineTask:
+def _settle(
+    task: dsl.PipelineTask,
+    display_name: str,
+    cpu: str,
+    memory: str,
+    models: bool = False,
+    data: bool = False,
+) -> dsl.PipelineTask:
+    """Every task's settings: name, no caching, the image's user, resources, volumes."""
+    task.set_display_name(display_name).set_caching_options(False)
     # The image's non-root user: the perucast namespace enforces Pod Security "restricted".
     kubernetes.set_security_context(
         task, run_as_user=IMAGE_UID, run_as_group=IMAGE_UID, run_as_non_root=True
     )
-    return (
-        task.set_cpu_request(cpu)
-        .set_cpu_limit(cpu)
-        .set_memory_request(memory)
-        .set_memory_limit(memory)
-    )
-
-
-def _models_volume(task: dsl.PipelineTask) -> dsl.PipelineTask:
-    return kubernetes.mount_pvc(task, pvc_name=MODELS_PVC, mount_path=MODELS_MOUNT)
+    task.set_cpu_request(cpu).set_cpu_limit(cpu).set_memory_request(memory)
+    task.set_memory_limit(memory)
+    if models:
+        kubernetes.mount_pvc(task, pvc_name=MODELS_PVC, mount_path=MODELS_MOUNT)
+    if data:
+        kubernetes.mount_pvc(task, pvc_name=DATA_PVC, mount_path=DATA_MOUNT)
+    return task
 
 
 def build_pipeline(use_case: str, gpu: bool = False):
@@ -100,9 +106,7 @@ def build_pipeline(use_case: str, gpu: bool = False):
         runs_log: str = defaults["runs_log"],
     ):
         outcome = c.record_outcome(use_case=use_case, runs_log=runs_log)
-        outcome.set_caching_options(False).set_display_name("record outcome")
-        _resources(outcome, "500m", "1Gi")
-        _models_volume(outcome)
+        _settle(outcome, "record outcome", "500m", "1Gi", models=True)
         with dsl.ExitHandler(outcome, name="training-run"):
             raw = c.ingest(
                 use_case=use_case,
@@ -113,22 +117,19 @@ def build_pipeline(use_case: str, gpu: bool = False):
                 dvc_repo=dvc_repo,
                 dvc_rev=dvc_rev,
                 dvc_path=dvc_path,
-            ).set_display_name("ingest")
+            )
+            _settle(raw, "ingest", "1", "2Gi")
             kubernetes.use_secret_as_env(
                 raw, secret_name=DVC_SECRET, secret_key_to_env=DVC_SECRET_KEYS, optional=True
             )
-            _resources(raw, "1", "2Gi").set_caching_options(False)
 
             checked = c.validate(use_case=use_case, raw=raw.outputs["raw"])
-            _resources(checked.set_display_name("validate"), "1", "4Gi").set_caching_options(False)
+            _settle(checked, "validate", "1", "4Gi")
 
             features = c.preprocess(
                 use_case=use_case, executor=executor, validated=checked.outputs["validated"]
             )
-            _resources(
-                features.set_display_name("preprocess (Spark)"), "2", "6Gi"
-            ).set_caching_options(False)
-            kubernetes.mount_pvc(features, pvc_name=DATA_PVC, mount_path=DATA_MOUNT)
+            _settle(features, "preprocess (Spark)", "2", "6Gi", data=True)
 
             trained = c.train(
                 use_case=use_case,
@@ -141,10 +142,7 @@ def build_pipeline(use_case: str, gpu: bool = False):
                 seed=seed,
                 features=features.outputs["features"],
             )
-            _resources(
-                trained.set_display_name("train (TensorFlow)"), "4", "8Gi"
-            ).set_caching_options(False)
-            kubernetes.mount_pvc(trained, pvc_name=DATA_PVC, mount_path=DATA_MOUNT)
+            _settle(trained, "train (TensorFlow)", "4", "8Gi", data=True)
             if gpu:
                 trained.set_accelerator_type("nvidia.com/gpu").set_accelerator_limit(1)
                 kubernetes.add_toleration(
@@ -163,8 +161,7 @@ def build_pipeline(use_case: str, gpu: bool = False):
                 validated=checked.outputs["validated"],
                 model=trained.outputs["model"],
             )
-            _resources(scored.set_display_name("evaluate"), "2", "6Gi")
-            _models_volume(scored.set_caching_options(False))
+            _settle(scored, "evaluate", "2", "6Gi", models=True)
 
             with dsl.If(scored.outputs["Output"] == True, name="blessed"):  # noqa: E712
                 pushed = c.push(
@@ -174,8 +171,7 @@ def build_pipeline(use_case: str, gpu: bool = False):
                     evaluation=scored.outputs["evaluation"],
                     features=features.outputs["features"],
                 )
-                _resources(pushed.set_display_name("push (infra-validated)"), "2", "4Gi")
-                _models_volume(pushed.set_caching_options(False))
+                _settle(pushed, "push (infra-validated)", "2", "4Gi", models=True)
 
                 deployable = dsl.If(pushed.outputs["Output"] > 0, name="pushed")
                 with deployable, dsl.If(deploy_mode != "none", name="deploy-enabled"):
@@ -190,8 +186,7 @@ def build_pipeline(use_case: str, gpu: bool = False):
                         configmap=configmap,
                         features=features.outputs["features"],
                     )
-                    _resources(rollout.set_display_name("deploy (canary)"), "1", "2Gi")
+                    _settle(rollout, "deploy (canary)", "1", "2Gi", models=True)
                     kubernetes.add_pod_label(rollout, *SERVING_CLIENT_LABEL)
-                    _models_volume(rollout.set_caching_options(False))
 
     return training

@@ -59,6 +59,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
+from fake_http import send_json
+
 API = "/apis/v2beta1"
 EPOCH = "1970-01-01T00:00:00Z"
 
@@ -589,12 +591,7 @@ class _Handler(BaseHTTPRequestHandler):
             headers={k.lower(): v for k, v in self.headers.items()},
         )
         status, answer = self.api.handle(request, raw)
-        data = json.dumps(answer).encode()
-        self.send_response(status)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(data)))
-        self.end_headers()
-        self.wfile.write(data)
+        send_json(self, status, answer)
 
     do_GET = do_POST = do_PUT = do_PATCH = do_DELETE = _serve
 

@@ -35,6 +35,10 @@ from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
+from fake_http import send_json
+
+from components.launchers import merge_patch  # RFC 7386: the launchers' own
+
 _PATH = re.compile(r"^/api/v1/namespaces/(?P<ns>[^/]+)/configmaps/(?P<name>[^/?]+)$")
 _MERGE_TYPES = ("application/merge-patch+json", "application/strategic-merge-patch+json")
 
@@ -45,19 +49,6 @@ class Request:
     path: str
     content_type: str
     body: Any
-
-
-def merge_patch(target: Any, patch: Any) -> Any:
-    """RFC 7386 JSON merge patch of ``target`` by ``patch`` (a new object)."""
-    if not isinstance(patch, dict):
-        return copy.deepcopy(patch)
-    out = copy.deepcopy(target) if isinstance(target, dict) else {}
-    for key, value in patch.items():
-        if value is None:
-            out.pop(key, None)
-        else:
-            out[key] = merge_patch(out.get(key), value)
-    return out
 
 
 def status(code: int, reason: str, message: str, details: dict | None = None) -> dict:
@@ -216,12 +207,7 @@ def _handler(api: FakeKubeAPI) -> type[BaseHTTPRequestHandler]:
             code, body = api.handle(
                 self.command, self.path, self.headers.get("Content-Type", ""), raw
             )
-            payload = json.dumps(body).encode()
-            self.send_response(code)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(payload)))
-            self.end_headers()
-            self.wfile.write(payload)
+            send_json(self, code, body)
 
         do_GET = do_PATCH = do_PUT = do_POST = do_DELETE = _serve
 

@@ -56,6 +56,7 @@ from pathlib import Path, PurePosixPath
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
+from fake_http import send_json
 from fake_kube_api import Request, status
 
 KINDS = {
@@ -674,13 +675,7 @@ def _handler(cluster: FakeKubeCluster) -> type[BaseHTTPRequestHandler]:
         disable_nagle_algorithm = True  # headers and body are separate writes: no 40 ms stalls
 
         def _send(self, code: int, body: Any) -> None:
-            text = isinstance(body, str)
-            payload = body.encode() if text else json.dumps(body).encode()
-            self.send_response(code)
-            self.send_header("Content-Type", "text/plain" if text else "application/json")
-            self.send_header("Content-Length", str(len(payload)))
-            self.end_headers()
-            self.wfile.write(payload)
+            send_json(self, code, body)
 
         def _serve(self) -> None:
             length = int(self.headers.get("Content-Length") or 0)

@@ -13,7 +13,7 @@ from pydantic import ValidationError
 
 from models import USE_CASE_NAMES
 from pipelines.config import PipelineConfig
-from pipelines.run import COMPILED_DIR, STEPS, compile_all, compiled_path
+from pipelines.run import COMPILED_DIR, compile_all, compiled_path
 
 VARIANTS = [(name, gpu) for name in USE_CASE_NAMES for gpu in (False, True)]
 
@@ -175,10 +175,6 @@ def test_committed_yaml_equals_a_fresh_compile(tmp_path):
         assert committed.read_text() == path.read_text(), (
             f"{committed} is stale: run `perucast pipeline compile` and commit it"
         )
-
-
-def test_steps_constant_names_the_pipeline_steps():
-    assert STEPS == ("ingest", "validate", "preprocess", "train", "evaluate", "push", "deploy")
 
 
 @pytest.mark.parametrize(
