@@ -62,12 +62,19 @@ KSERVE_WORKERS = 2
 # Python decodes requests under one GIL, so they reach the batcher slowly and a 1 ms window
 # closed batches of 2-3 rows (perucast_serving_batch_size). In process, 32 threads calling the
 # serving core: 547 req/s for 2 threads / 2 ms, 452 for 1 / 5 ms, 430 for 2 / 5 ms.
+# Tuned on this 2-core machine at 32 single-instance requests in flight (serving/README.md):
+# one batch thread per process, because two TF calls in one process only contend for the GIL;
+# a 5 ms window and 32-row batches, because a crop_demand call costs about the same for 1 row
+# as for 32, so fuller batches are nearly free throughput.
 DEFAULT_BATCHING = {
-    "max_batch_size": 256,
-    "batch_timeout_micros": 2000,
-    "num_batch_threads": 2,
+    "max_batch_size": 32,
+    "batch_timeout_micros": 5000,
+    "num_batch_threads": 1,
     "max_enqueued_batches": 1000,
 }
+# With batching, every request waiting for its batch holds a gRPC thread, and TF Serving's
+# default --grpc_max_threads (4 x CPUs = 8 here) would cap batches at 8 rows per process.
+BATCHING_GRPC_THREADS = 64
 GOAL_LATENCY_RATIO = 2.5
 GOAL_THROUGHPUT_RATIO = 3.0
 READY_TIMEOUT_S = 180.0
@@ -599,7 +606,11 @@ def run_serving(
     batching = dict(DEFAULT_BATCHING if batching is None else batching)
     batching_file = work / "batching_parameters.txt"
     batching_file.write_text(batching_parameters_text(batching))
-    batch_flags = ["--enable_batching", f"--batching_parameters_file={batching_file}"]
+    batch_flags = [
+        "--enable_batching",
+        f"--batching_parameters_file={batching_file}",
+        f"--grpc_max_threads={BATCHING_GRPC_THREADS}",
+    ]
     all_configs = {
         "single": [],
         "batching": batch_flags,
@@ -655,6 +666,7 @@ def run_serving(
             "large_instances": large_instances,
             "large_concurrency": large_concurrency,
             "batching_parameters": batching,
+            "batching_grpc_threads": BATCHING_GRPC_THREADS,
             "configs": {name: all_configs[name] for name in chosen} if ours else {},
             "grpc_connections": "min(concurrency, 32) connections x concurrency/connections "
             "streams (h2load -c/-m, 1 thread)",
@@ -805,7 +817,8 @@ def serving_table(results: dict[str, Any], *, heading: bool = True) -> str:
         *(["## Serving", ""] if heading else []),
         f"Model `{model.get('name')}` ({model.get('inputs')} inputs, "
         f"`{Path(model.get('version_dir', '')).name}`), {settings.get('duration_s')} s per load "
-        f"after {settings.get('warmup_s')} s warm-up; {tools}. Batching: `{batching}`.",
+        f"after {settings.get('warmup_s')} s warm-up; {tools}. Batching: `{batching}`, "
+        f"`--grpc_max_threads={settings.get('batching_grpc_threads', 'default')}`.",
         "",
     ]
     goals = results.get("goals", {})
