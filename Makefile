@@ -10,6 +10,10 @@ STAMP := $(VENV)/.installed
 # (tabulate, packaging, dpath), so it gets its own virtualenv.
 CHECKOV_VENV := .venv-tools/checkov
 CHECKOV_STAMP := $(CHECKOV_VENV)/.installed
+# promtool (Prometheus' rule checker, for the alerting rules in manifests/components/monitoring)
+# comes from Debian's prometheus package: only that binary is unpacked, the server is neither
+# installed nor started.
+PROMTOOL := .venv-tools/prometheus/bin/promtool
 # The venv's bin first, so dvc.yaml stages and subprocesses use the pinned tools.
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 export PYTHONHASHSEED := 0
@@ -22,7 +26,7 @@ DEMO_DIR ?= demo_output
 help: ## Show this help
 	@awk 'BEGIN {FS = ":.*## "; printf "perucast make targets:\n"} /^[a-zA-Z_-]+:.*## / {printf "  \033[36m%-10s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
 
-install: java $(STAMP) $(CHECKOV_STAMP) ## Create .venv with the pinned dependencies (re-installs only when pyproject.toml or requirements.lock change) and checkov's own .venv-tools/checkov
+install: java $(STAMP) $(CHECKOV_STAMP) $(PROMTOOL) ## Create .venv with the pinned dependencies (re-installs only when pyproject.toml or requirements.lock change), checkov's own .venv-tools/checkov and promtool
 
 $(STAMP): pyproject.toml requirements.lock
 	@$(PYTHON_BIN) -c 'import sys; assert sys.version_info[:2] == (3, 11), f"perucast needs Python 3.11, found {sys.version}"'
@@ -38,6 +42,18 @@ $(CHECKOV_STAMP): manifests/tools/checkov-requirements.txt
 	$(CHECKOV_VENV)/bin/python -m pip install --quiet --no-deps -r manifests/tools/checkov-requirements.txt
 	@sha256sum manifests/tools/checkov-requirements.txt | cut -d' ' -f1 > $(CHECKOV_STAMP)
 	@echo "installed checkov into $(CHECKOV_VENV)"
+
+$(PROMTOOL):
+	@echo "unpacking promtool from Debian's prometheus package into $(dir $(PROMTOOL))"
+	@tmp=$$(mktemp -d) && trap 'rm -rf "$$tmp"' EXIT && chmod 755 "$$tmp" && \
+	if ! (cd "$$tmp" && apt-get download -qq prometheus 2>/dev/null); then \
+	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+	  $$SUDO apt-get update -qq && (cd "$$tmp" && apt-get download -qq prometheus); \
+	fi && \
+	dpkg-deb --fsys-tarfile "$$tmp"/prometheus_*.deb | tar -x -C "$$tmp" ./usr/bin/promtool && \
+	mkdir -p $(dir $(PROMTOOL)) && printf '*\n' > .venv-tools/.gitignore && \
+	install -m 0755 "$$tmp/usr/bin/promtool" $(PROMTOOL)
+	@$(PROMTOOL) --version | head -n 1
 
 java: ## Install OpenJDK 17 with apt when java is missing (Spark needs it)
 	@if ! command -v java >/dev/null 2>&1; then \

@@ -24,7 +24,8 @@ Then:
   its embedded Kubernetes types checked against Kubernetes' schemas. No package for Python 3.11
   ships the Prometheus Operator's CRDs, so ``ServiceMonitor`` and ``PrometheusRule`` are checked
   against a small schema written here from the documented ``monitoring.coreos.com/v1`` API,
-  covering the fields these manifests use.
+  covering the fields these manifests use. The rules' PromQL and templates are checked, and the
+  monitor's alerts unit-tested, with promtool in ``tests/test_alert_rules.py``.
 * **Policy scan.** checkov 3.3.30 (``--framework kubernetes``, offline: ``--skip-download``)
   scans each rendered overlay once, plus the pods that the TFJob and the SparkApplication
   create (checkov does not look inside custom resources, so their pod templates are written
@@ -38,7 +39,8 @@ Then:
   ``perucast-model-server`` (parsed with the project's own flag and text-proto parsers), the
   names the pipeline uses (PVC, mount, ConfigMap, Service, namespace, image, GPU label and
   toleration, Spark service account), least-privilege RBAC, default-deny network policies,
-  Pod Security "restricted" settings on every pod, and what each overlay scales.
+  Pod Security "restricted" settings on every pod, what each overlay scales, and the
+  Pushgateway the monitor step pushes to (production).
 """
 
 from __future__ import annotations
@@ -47,6 +49,7 @@ import copy
 import hashlib
 import json
 import os
+import re
 import subprocess
 import sys
 from functools import cache
@@ -65,6 +68,10 @@ KUBECTL = Path(sys.executable).parent / "kubectl"
 CHECKOV_PINS = MANIFESTS / "tools" / "checkov-requirements.txt"
 CHECKOV_VENV = REPO / ".venv-tools" / "checkov"
 UPDATE = os.environ.get("PERUCAST_UPDATE_EXPECTED") == "1"
+# The Pushgateway the monitor step pushes to (components/monitoring, production only), and the
+# label Kubeflow Pipelines puts on task pods.
+PUSHGATEWAY = "perucast-pushgateway"
+KFP_TASK_LABEL = "pipelines.kubeflow.org/v2_component"
 
 CUSTOM_KINDS = {
     ("kubeflow.org/v1", "TFJob"),
@@ -332,6 +339,7 @@ MONITORING_SCHEMAS: dict[str, dict[str, Any]] = {
                                 "port": {"type": "string"},
                                 "path": {"type": "string", "pattern": "^/"},
                                 "scheme": {"enum": ["http", "https"]},
+                                "honorLabels": {"type": "boolean"},
                                 "interval": _DURATION,
                                 "scrapeTimeout": _DURATION,
                             },
@@ -397,7 +405,8 @@ def test_custom_resources_match_their_crd_schemas(
     spark = _one(docs, "SparkApplication")
     assert _errors(_spark_schema(), spark) == []
     monitors = [d for d in docs if d["apiVersion"] == "monitoring.coreos.com/v1"]
-    assert len(monitors) == (2 if overlay == "production" else 0)
+    # Production: a ServiceMonitor and a PrometheusRule for serving and for the monitor step.
+    assert len(monitors) == (4 if overlay == "production" else 0)
     for doc in monitors:
         assert _errors(MONITORING_SCHEMAS[doc["kind"]], doc) == []
     kinds = {(d["apiVersion"], d["kind"]) for d in docs}
@@ -578,9 +587,17 @@ def test_checkov_reports_no_unjustified_failure(
         "Pod.perucast.perucast-preprocess-driver",
         "Pod.perucast.perucast-preprocess-executor",
     } <= resources
-    # The checks that make a pod "restricted" ran on the serving pods and passed.
-    on_serving = {c["check_id"] for c in passed if c["resource"].startswith("Deployment.")}
-    assert {"CKV_K8S_20", "CKV_K8S_22", "CKV_K8S_23", "CKV_K8S_28", "CKV_K8S_31"} <= on_serving
+    # The checks that make a pod "restricted" ran on the serving (and Pushgateway) pods and passed.
+    restricted = {"CKV_K8S_20", "CKV_K8S_22", "CKV_K8S_23", "CKV_K8S_28", "CKV_K8S_31"}
+    on_serving = {
+        c["check_id"] for c in passed if c["resource"] == "Deployment.perucast.perucast-serving"
+    }
+    assert restricted <= on_serving
+    if overlay == "production":
+        on_pushgateway = {
+            c["check_id"] for c in passed if c["resource"] == f"Deployment.perucast.{PUSHGATEWAY}"
+        }
+        assert restricted <= on_pushgateway
     summary = report["summary"]
     print(
         f"checkov {overlay}: {summary['passed']} passed, {summary['failed']} failed, "
@@ -660,6 +677,8 @@ def test_serving_runs_tf_serving_with_the_model_servers_flags_and_files(
     assert monitoring.prometheus_config.enable
     assert monitoring.prometheus_config.path == "/monitoring/prometheus/metrics"
     for monitor in _all(docs, "ServiceMonitor"):
+        if monitor["metadata"]["name"] != "perucast-serving":
+            continue
         assert monitor["spec"]["endpoints"][0]["path"] == monitoring.prometheus_config.path
         assert monitor["spec"]["endpoints"][0]["port"] == "rest"
 
@@ -791,8 +810,69 @@ def test_training_and_preprocessing_per_overlay(
             assert claim["spec"]["accessModes"] == ["ReadWriteMany"]
 
 
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_pushgateway_takes_the_monitors_pushes(
+    objects: dict[str, list[dict[str, Any]]], overlay: str
+) -> None:
+    docs = objects[overlay]
+    if overlay == "local":  # no Prometheus Operator, no Pushgateway
+        assert PUSHGATEWAY not in {d["metadata"]["name"] for d in docs}
+        return
+    deployment = _one(docs, "Deployment", PUSHGATEWAY)
+    assert deployment["spec"]["replicas"] == 1  # its groups live in one process
+    pod = deployment["spec"]["template"]["spec"]
+    assert pod["serviceAccountName"] == PUSHGATEWAY
+    container = _container(pod, "pushgateway")
+    assert re.fullmatch(r"prom/pushgateway:v\d+\.\d+\.\d+", container["image"])
+    assert container["imagePullPolicy"] == "Always"
+    ports = {p["name"]: p["containerPort"] for p in container["ports"]}
+    assert ports == {"http": 9091}
+    assert container["readinessProbe"]["httpGet"] == {"path": "/-/ready", "port": "http"}
+    assert container["livenessProbe"]["httpGet"] == {"path": "/-/healthy", "port": "http"}
+    for kind in ("requests", "limits"):
+        assert {"cpu", "memory"} <= set(container["resources"][kind])
+    # Pushed groups survive a container restart: the persistence file is on an emptyDir.
+    args = dict(a.lstrip("-").split("=", 1) for a in container["args"])
+    directory = args["persistence.file"].rsplit("/", 1)[0]
+    (mount,) = [m for m in container["volumeMounts"] if m["mountPath"] == directory]
+    volumes = {v["name"]: v for v in pod["volumes"]}
+    assert "emptyDir" in volumes[mount["name"]]
+    assert args["web.listen-address"] == ":9091" and args["web.telemetry-path"] == "/metrics"
+
+    service = _one(docs, "Service", PUSHGATEWAY)
+    assert service["spec"]["selector"] == deployment["spec"]["selector"]["matchLabels"]
+    assert service["spec"]["ports"] == [
+        {
+            "name": "http",
+            "port": 9091,
+            "targetPort": "http",
+            "protocol": "TCP",
+            "appProtocol": "http",
+        }
+    ]
+    monitor = _one(docs, "ServiceMonitor", PUSHGATEWAY)
+    assert (
+        monitor["spec"]["selector"]["matchLabels"].items() <= service["metadata"]["labels"].items()
+    )
+    (endpoint,) = monitor["spec"]["endpoints"]
+    # honorLabels: the pushed job ("perucast-monitor") and model labels win over the target's.
+    assert endpoint["honorLabels"] is True
+    assert (endpoint["port"], endpoint["path"]) == ("http", args["web.telemetry-path"])
+    rules = _one(docs, "PrometheusRule", "perucast-monitoring")
+    (group,) = rules["spec"]["groups"]
+    assert group["name"] == "perucast-monitoring"
+    # PerucastPushgatewayDown watches up{} of this ServiceMonitor's target (job: the Service name).
+    assert any(
+        f'up{{namespace="perucast", job="{PUSHGATEWAY}"}}' in r["expr"] for r in group["rules"]
+    )
+
+
 def _pod_specs(docs: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
     specs = {"serving": _serving(docs)["spec"]["template"]["spec"]}
+    for deployment in _all(docs, "Deployment"):
+        name = deployment["metadata"]["name"]
+        if name != "perucast-serving":
+            specs[name] = deployment["spec"]["template"]["spec"]
     for pod in _pods_of_custom_resources(docs):
         specs[pod["metadata"]["name"]] = pod["spec"]
     return specs
@@ -806,11 +886,12 @@ def test_every_pod_meets_pod_security_restricted(
     namespace = _one(docs, "Namespace")["metadata"]["labels"]
     assert namespace["pod-security.kubernetes.io/enforce"] == "restricted"
     specs = _pod_specs(docs)
-    assert len(specs) == 5
+    assert len(specs) == (6 if overlay == "production" else 5)
     for name, spec in specs.items():
         pod_context = spec["securityContext"]
         assert pod_context["runAsNonRoot"] is True, name
-        assert pod_context["runAsUser"] == 10001, name  # the image's user (Dockerfile)
+        # The image's user: 10001 in perucast's (Dockerfile), nobody in prom/pushgateway.
+        assert pod_context["runAsUser"] == (65534 if name == PUSHGATEWAY else 10001), name
         assert pod_context["seccompProfile"] == {"type": "RuntimeDefault"}, name
         assert not spec.get("hostNetwork") and not spec.get("hostPID"), name
         for volume in spec.get("volumes", []):
@@ -828,6 +909,9 @@ def test_every_pod_meets_pod_security_restricted(
     for name in ("perucast-serving", "perucast-training", "perucast-spark-executor"):
         assert accounts[name]["automountServiceAccountToken"] is False
     assert specs["serving"]["automountServiceAccountToken"] is False
+    if overlay == "production":
+        assert accounts[PUSHGATEWAY]["automountServiceAccountToken"] is False
+        assert specs[PUSHGATEWAY]["automountServiceAccountToken"] is False
 
 
 @pytest.mark.parametrize("overlay", OVERLAYS)
@@ -912,6 +996,40 @@ def test_network_policies_deny_by_default(
         {"perucast-serving-metrics"} if overlay == "production" else set()
     )
     assert names == expected
+    if overlay == "production":
+        # The Pushgateway: pushes from KFP task pods and scrapes from Prometheus on 9091, no egress
+        # but DNS; the task pods may reach it.
+        pushgateway = {"app.kubernetes.io/name": PUSHGATEWAY}
+        ingress = policies["perucast-pushgateway-ingress"]
+        assert ingress["podSelector"] == {"matchLabels": pushgateway}
+        assert set(ingress["policyTypes"]) == {"Ingress", "Egress"} and not ingress["egress"]
+        (rule,) = ingress["ingress"]
+        assert rule["ports"] == [{"protocol": "TCP", "port": 9091}]
+        peers = [
+            (p.get("namespaceSelector", {}).get("matchLabels"), p["podSelector"]["matchLabels"])
+            for p in rule["from"]
+        ]
+        assert peers == [
+            (None, {KFP_TASK_LABEL: "true"}),
+            (
+                {"kubernetes.io/metadata.name": "monitoring"},
+                {"app.kubernetes.io/name": "prometheus"},
+            ),
+        ]
+        push = policies["perucast-pipeline-pushgateway"]
+        assert push["podSelector"] == {"matchLabels": {KFP_TASK_LABEL: "true"}}
+        assert push["egress"] == [
+            {"to": [{"podSelector": {"matchLabels": pushgateway}}], "ports": rule["ports"]}
+        ]
+        selecting = {
+            n
+            for n, p in policies.items()
+            if p["podSelector"].get("matchLabels", {}).items() <= pushgateway.items()
+            and not p["podSelector"].get("matchExpressions")
+        }
+        assert selecting == {"perucast-default-deny", "perucast-pushgateway-ingress"}
+    else:
+        assert not {"perucast-pushgateway-ingress", "perucast-pipeline-pushgateway"} & set(policies)
     for spec in policies.values():  # no policy opens everything
         for rule in spec.get("ingress", []) + spec.get("egress", []):
             assert rule.get("from", rule.get("to")), "a rule without peers allows all"
@@ -921,5 +1039,12 @@ def test_deploy_doc_covers_the_overlays() -> None:
     doc = (REPO / "docs" / "deploy.md").read_text()
     for overlay in OVERLAYS:
         assert f"kubectl apply -k manifests/overlays/{overlay}" in doc
-    for needle in ("Training Operator", "Spark Operator", "GPU Operator", "metrics", "rollback"):
+    for needle in (
+        "Training Operator",
+        "Spark Operator",
+        "GPU Operator",
+        "metrics",
+        "rollback",
+        "Pushgateway",
+    ):
         assert needle.lower() in doc.lower(), needle
