@@ -21,8 +21,11 @@ In order, and nothing reaches the repository unless every check passes:
    (`serving.client.ForecastClient`) and the answers are compared with the SavedModel run in
    this process on the same rows. The server is always stopped.
 4. **Publish.** The candidate is copied into a hidden directory inside
-   ``<model_repository>/<name>/`` (servers ignore non-numeric names) and renamed to the next free
-   version number, so a server never sees a half-written version.
+   ``<model_repository>/<name>/`` (servers ignore non-numeric names), its monitoring references
+   are added to ``assets.extra/`` (``training_statistics.json`` and, when the feature dataset has
+   one, ``reference_sample.parquet`` from ``--features``; ``evaluation.json``, the candidate's
+   evaluation-time accuracy from ``--evaluation``: see ``perucast.export``), and the directory is
+   renamed to the next free version number, so a server never sees a half-written version.
 5. **Report.** ``push.json`` and ``push.md`` in ``--report`` (also when a check failed).
 
 A broken contract, a server that cannot load the model, an RPC error or answers that differ
@@ -38,6 +41,7 @@ import os
 import shutil
 import tempfile
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, Any
@@ -112,6 +116,8 @@ class PushResult:
         version: The published version number (None when nothing was pushed).
         version_dir: The published version directory.
         infra_validation: Figures of the contract check and the server run.
+        monitoring: The monitoring references added to the version: ``files`` (names in
+            ``assets.extra/``) and ``evaluation_available``.
         seconds: Wall time of the step.
     """
 
@@ -122,6 +128,7 @@ class PushResult:
     version: int | None = None
     version_dir: Path | None = None
     infra_validation: dict[str, Any] = field(default_factory=dict)
+    monitoring: dict[str, Any] = field(default_factory=dict)
     seconds: float = 0.0
 
     def to_dict(self) -> dict[str, Any]:
@@ -133,6 +140,7 @@ class PushResult:
             "version": self.version,
             "version_dir": str(self.version_dir) if self.version_dir else None,
             "infra_validation": self.infra_validation,
+            "monitoring": self.monitoring,
             "seconds": round(self.seconds, 3),
         }
 
@@ -554,11 +562,25 @@ def compare(
 # --- publish ----------------------------------------------------------------------------------
 
 
-def publish(candidate: Path | str, model_repository: Path | str, name: str) -> Path:
+def publish(
+    candidate: Path | str,
+    model_repository: Path | str,
+    name: str,
+    extra_assets: Mapping[str, Path | bytes] | None = None,
+) -> Path:
     """Copy ``candidate`` to ``<model_repository>/<name>/<next version>``, atomically.
 
-    The copy is made in a hidden sibling (a name servers ignore) and renamed to 1 + the highest
-    version present; when a concurrent push takes that number first, the next one is tried.
+    The copy is made in a hidden sibling (a name servers ignore), ``extra_assets`` are written
+    into its ``assets.extra/`` (replacing files of the same name), and it is renamed to 1 + the
+    highest version present; when a concurrent push takes that number first, the next one is
+    tried. The candidate directory itself is not changed.
+
+    Args:
+        candidate: The version directory to publish.
+        model_repository: The repository root.
+        name: The model's directory name.
+        extra_assets: File name -> source file (copied) or content (written), for
+            ``assets.extra/`` (the monitoring references, ``perucast.export.monitoring_assets``).
 
     Returns:
         The new version directory.
@@ -570,6 +592,13 @@ def publish(candidate: Path | str, model_repository: Path | str, name: str) -> P
     tmp = Path(tempfile.mkdtemp(prefix=".push.tmp-", dir=model_dir))
     try:
         shutil.copytree(candidate, tmp, dirs_exist_ok=True)
+        extra = tmp / "assets.extra"
+        for filename, source in (extra_assets or {}).items():
+            extra.mkdir(exist_ok=True)
+            if isinstance(source, bytes):
+                (extra / filename).write_bytes(source)
+            else:
+                shutil.copyfile(source, extra / filename)
         # mkdtemp (and copystat from an export's own temp dir) leave 0700: a server running
         # as another user (a TF Serving pod) must be able to read the version.
         os.chmod(tmp, 0o755)
@@ -599,7 +628,8 @@ def push(config: PushConfig) -> PushResult:
 
     Raises:
         FileNotFoundError: No blessing, no SavedModel or no feature dataset.
-        ValueError: The blessing is not a blessing, or is for another model.
+        ValueError: The blessing is not a blessing, or is for another model; the evaluation's
+            scores file is not JSON.
         InfraValidationError: The contract is broken or the server check failed; the report
             (when ``report_dir`` is set) says why, and nothing was pushed.
     """
@@ -615,6 +645,7 @@ def push(config: PushConfig) -> PushResult:
         _report(config, result)
         return result
     _check_blessing_is_for(blessing, model_dir)
+    assets = _monitoring_assets(config, result)
 
     try:
         inputs, horizon = expected_contract(config.use_case, config.features_dir)
@@ -647,7 +678,7 @@ def push(config: PushConfig) -> PushResult:
         raise
     result.infra_validation = checks
 
-    version_dir = publish(model_dir, config.model_repository, config.name)
+    version_dir = publish(model_dir, config.model_repository, config.name, assets)
     result.pushed = True
     result.version = int(version_dir.name)
     result.version_dir = version_dir
@@ -662,6 +693,23 @@ def push(config: PushConfig) -> PushResult:
     log.info("pushed %s as %s (%.1fs)", model_dir, version_dir, result.seconds)
     _report(config, result)
     return result
+
+
+def _monitoring_assets(config: PushConfig, result: PushResult) -> dict[str, Path | bytes]:
+    """The version's monitoring references (``perucast.export.monitoring_assets``), noted."""
+    from perucast.export import EVALUATION_FILE, monitoring_assets
+
+    assets = monitoring_assets(config.features_dir, config.evaluation_dir)
+    evaluation = json.loads(assets[EVALUATION_FILE])
+    if not evaluation["available"]:
+        # Realized accuracy still works without it; only the comparison is lost.
+        log.warning("%s: %s is published without scores", evaluation["reason"], EVALUATION_FILE)
+    result.monitoring = {
+        "files": sorted(assets),
+        "evaluation_available": evaluation["available"],
+        "evaluation_source": evaluation["source"],
+    }
+    return assets
 
 
 def _report(config: PushConfig, result: PushResult) -> None:
@@ -684,6 +732,10 @@ def render_markdown(result: PushResult) -> str:
     ]
     if result.version_dir is not None:
         lines.append(f"- version directory: `{result.version_dir}`")
+    if result.pushed and result.monitoring:
+        files = ", ".join(f"`{f}`" for f in result.monitoring["files"])
+        scores = "" if result.monitoring["evaluation_available"] else " (no evaluation scores)"
+        lines.append(f"- monitoring references in `assets.extra/`: {files}{scores}")
     figures = result.infra_validation
     if figures:
         lines += ["", "## Infra-validation", "", "| figure | value |", "|---|---|"]

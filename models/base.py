@@ -273,6 +273,10 @@ class UseCase(abc.ABC):
     tables: ClassVar[tuple[TableSchema, ...]]
     oracle: ClassVar[TableSchema]
     target: ClassVar[TargetSpec]
+    # Serving inputs holding the observed target at the origin, origin − 1, origin − 2 (in
+    # that order): realized accuracy (``perucast.realized``) finds a logged request's origin by
+    # matching them against the target table's history.
+    target_history_inputs: ClassVar[tuple[str, ...]]
 
     def table(self, name: str) -> TableSchema:
         """The schema of one raw table (or of ``oracle``)."""

@@ -10,6 +10,15 @@
 * ``assets.extra/tf_serving_warmup_requests``: a few real Predict requests (``PredictionLog``
   TFRecords) that TensorFlow Serving replays before it marks the version AVAILABLE.
 
+The push step adds the version's monitoring references to ``assets.extra/`` before it publishes
+(``load_monitoring_references`` reads them back):
+
+* ``training_statistics.json``: the feature dataset's ``statistics.json`` it was trained on;
+* ``reference_sample.parquet``: sampled training rows of the feature columns (when the feature
+  dataset has one);
+* ``evaluation.json``: its evaluation-time accuracy (``evaluation_summary``), in the segments
+  and metric names of realized accuracy (``perucast.realized``), so the two compare key by key.
+
 A version directory appears complete or not at all: everything is written into a hidden
 sibling (``.<version>.tmp-*``, which a model server's version scan ignores because it is not a
 number) and renamed into place.
@@ -25,17 +34,28 @@ import shutil
 import subprocess
 import tempfile
 from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from models.base import FeatureSpec
+
+if TYPE_CHECKING:
+    import pandas as pd
 from perucast.quantiles import QUANTILE_COLUMNS
 
 SIGNATURE = "serving_default"
 METADATA_FILE = "metadata.json"
 WARMUP_FILE = "tf_serving_warmup_requests"
+# Monitoring references in assets.extra/ (written by the push step).
+TRAINING_STATISTICS_FILE = "training_statistics.json"
+REFERENCE_SAMPLE_FILE = "reference_sample.parquet"
+EVALUATION_FILE = "evaluation.json"
+# Where the evaluate step keeps every score, and its flat headline (older or partial outputs).
+EVALUATION_SCORES = ("report/metrics.json", "metrics.json")
 _VERSION = re.compile(r"^\d+$")
 
 
@@ -225,3 +245,151 @@ def load_serving(version_dir: Path | str):
     import tensorflow as tf
 
     return tf.saved_model.load(str(version_dir)).signatures[SIGNATURE]
+
+
+# --- monitoring references ----------------------------------------------------------------------
+
+
+def evaluation_summary(evaluation_dir: Path | str, candidate: str = "network") -> dict[str, Any]:
+    """The evaluation-time accuracy of ``candidate``, as ``assets.extra/evaluation.json`` holds it.
+
+    Read from the evaluate step's ``report/metrics.json`` (every score), else from its flat
+    ``metrics.json`` (overall headline only). Segments are named as in ``perucast.realized``:
+    ``"all"``, ``"h=1"`` .. ``"h=H"``, ``"<series key>=<value>"``; each holds the evaluation's
+    metrics (``mase``, ``rmse``, ``smape``, ``wql``, ``coverage_80``, ``n``; None for NaN).
+
+    Returns:
+        ``available`` (False when neither file has scores of ``candidate``; then ``reason``
+        says why and the metric fields are empty), ``source`` (the file read), ``evaluated_at``
+        (its modification time, UTC ISO 8601: the evaluation writes no timestamp of its own),
+        ``candidate``, ``context`` (test period, origins, horizon, ... as the evaluation
+        recorded them), ``goals_passed``, ``blessing``, ``overall`` (the ``"all"`` metrics),
+        ``segments`` and ``baselines`` (overall metrics of the other models evaluated).
+
+    Raises:
+        ValueError: A scores file exists but is not JSON.
+    """
+    from perucast.realized import segment_label
+
+    evaluation_dir = Path(evaluation_dir)
+    for name in EVALUATION_SCORES:
+        path = evaluation_dir / name
+        if not path.is_file():
+            continue
+        try:
+            payload = json.loads(path.read_text())
+        except json.JSONDecodeError as err:
+            raise ValueError(f"{path} is not JSON: {err}") from None
+        # report/metrics.json nests scores per model; the flat file holds overall values only.
+        scores = payload.get("scores") if "scores" in payload else _flat_scores(payload)
+        if not isinstance(scores, dict) or not isinstance(scores.get(candidate), dict):
+            continue
+        segments: dict[str, dict[str, Any]] = {}
+        for group, values in scores[candidate].items():
+            if group == "overall":
+                segments[segment_label("all", None)] = values
+            elif isinstance(values, dict):
+                for value, metrics in values.items():
+                    segments[segment_label(group, value)] = metrics
+        mtime = datetime.fromtimestamp(path.stat().st_mtime, tz=UTC)
+        return {
+            "available": True,
+            "source": str(path),
+            "evaluated_at": mtime.isoformat().replace("+00:00", "Z"),
+            "candidate": candidate,
+            "context": payload.get("context", {}),
+            "goals_passed": payload.get("goals_passed"),
+            "blessing": payload.get("blessing"),
+            "overall": segments.get("all"),
+            "segments": segments,
+            "baselines": {
+                m: v.get("overall") for m, v in scores.items() if m != candidate and "overall" in v
+            },
+        }
+    return {
+        "available": False,
+        "reason": f"no scores of {candidate!r} in {evaluation_dir} "
+        f"({' or '.join(EVALUATION_SCORES)})",
+        "source": None,
+        "evaluated_at": None,
+        "candidate": candidate,
+        "context": {},
+        "overall": None,
+        "segments": {},
+        "baselines": {},
+    }
+
+
+def _flat_scores(payload: dict[str, Any]) -> dict[str, Any]:
+    """``{model: {"overall": metrics}}`` from the evaluate step's flat ``metrics.json``."""
+    return {m: {"overall": v} for m, v in payload.items() if isinstance(v, dict) and "mase" in v}
+
+
+def monitoring_assets(
+    features_dir: Path | str, evaluation_dir: Path | str, candidate: str = "network"
+) -> dict[str, Path | bytes]:
+    """What the push step adds to a version's ``assets.extra/``: file name -> source or bytes.
+
+    Raises:
+        FileNotFoundError: The feature dataset has no ``statistics.json``.
+        ValueError: The evaluation's scores file is not JSON.
+    """
+    features_dir = Path(features_dir)
+    statistics = features_dir / "statistics.json"
+    if not statistics.is_file():
+        raise FileNotFoundError(f"{features_dir} is not a feature dataset (no statistics.json)")
+    assets: dict[str, Path | bytes] = {TRAINING_STATISTICS_FILE: statistics}
+    sample = features_dir / REFERENCE_SAMPLE_FILE
+    if sample.is_file():
+        assets[REFERENCE_SAMPLE_FILE] = sample
+    summary = evaluation_summary(evaluation_dir, candidate)
+    assets[EVALUATION_FILE] = (json.dumps(summary, indent=2, default=str) + "\n").encode()
+    return assets
+
+
+@dataclass(frozen=True)
+class MonitoringReferences:
+    """What a published version carries for monitoring it.
+
+    Attributes:
+        version_dir: The version directory.
+        training_statistics: The training feature dataset's ``statistics.json``.
+        evaluation: Its evaluation-time accuracy (``evaluation_summary``).
+        reference_sample: Sampled training rows of the feature columns, or None when the
+            version was pushed without one.
+    """
+
+    version_dir: Path
+    training_statistics: dict[str, Any]
+    evaluation: dict[str, Any]
+    reference_sample: pd.DataFrame | None = None
+
+
+def load_monitoring_references(version_dir: Path | str) -> MonitoringReferences:
+    """The monitoring references in ``<version_dir>/assets.extra/``.
+
+    Raises:
+        FileNotFoundError: ``training_statistics.json`` or ``evaluation.json`` is missing (a
+            version pushed before the push step added them), naming the file.
+    """
+    extra = Path(version_dir) / "assets.extra"
+    loaded = {}
+    for name in (TRAINING_STATISTICS_FILE, EVALUATION_FILE):
+        path = extra / name
+        if not path.is_file():
+            raise FileNotFoundError(
+                f"{path} is missing: {version_dir} was not published with its monitoring "
+                "references (push it again with the current push step)"
+            )
+        loaded[name] = json.loads(path.read_text())
+    sample = None
+    if (extra / REFERENCE_SAMPLE_FILE).is_file():
+        import pandas as pd
+
+        sample = pd.read_parquet(extra / REFERENCE_SAMPLE_FILE)
+    return MonitoringReferences(
+        version_dir=Path(version_dir),
+        training_statistics=loaded[TRAINING_STATISTICS_FILE],
+        evaluation=loaded[EVALUATION_FILE],
+        reference_sample=sample,
+    )

@@ -1,5 +1,6 @@
 """The push step on a tiny real model: blessing, contract check, infra-validation in a real
-`perucast-model-server` over loopback gRPC, atomic publishing, report and CLI exit codes."""
+`perucast-model-server` over loopback gRPC, atomic publishing with the version's monitoring
+references, report and CLI exit codes."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import json
 import shutil
 from pathlib import Path
 
+import pandas as pd
 import pytest
 from pydantic import ValidationError
 from typer.testing import CliRunner
@@ -15,6 +17,15 @@ from typer.testing import CliRunner
 from components.push import InfraValidationError, PushConfig, app, publish, push
 from components.train import TrainConfig, train
 from perucast.exitcodes import ExitCode
+from perucast.export import (
+    EVALUATION_FILE,
+    REFERENCE_SAMPLE_FILE,
+    TRAINING_STATISTICS_FILE,
+    evaluation_summary,
+    load_monitoring_references,
+)
+
+REFERENCES = (EVALUATION_FILE, REFERENCE_SAMPLE_FILE, TRAINING_STATISTICS_FILE)
 
 NAIVE_REASON = "vs seasonal naive FAILED: mase 0.93 > 0.8 × naive = 0.8"
 
@@ -42,6 +53,67 @@ def write_blessing(directory: Path, blessed: bool, model_dir: Path, reasons=()) 
     payload = {"blessed": blessed, "reasons": list(reasons), "model_dir": str(model_dir)}
     (directory / "blessing.json").write_text(json.dumps(payload))
     return directory
+
+
+def evaluation_scores() -> pd.DataFrame:
+    """The evaluation's score table of a tiny backtest: network and seasonal naive, two zones,
+    two horizons (``perucast.evaluation.score``, as the evaluate step computes it)."""
+    from perucast.evaluation import score
+
+    rows = []
+    for model, error in (("network", 1.0), ("seasonal_naive", 4.0)):
+        for zone in ("north", "south"):
+            for h in (1, 2):
+                actual = 100.0 * h
+                p50 = actual + error * (1 if zone == "north" else -1)
+                rows.append(
+                    {
+                        "origin": pd.Timestamp("2020-01-01"),
+                        "zone": zone,
+                        "horizon": h,
+                        "target_time": pd.Timestamp("2020-01-01") + pd.DateOffset(months=h),
+                        "actual": actual,
+                        "p10": p50 - 2 * h,  # h=1 covers the network's actual, h=2 too
+                        "p50": p50,
+                        "p90": p50 + 2 * h,
+                        "model": model,
+                    }
+                )
+    return score(pd.DataFrame(rows), {"north": 2.0, "south": 4.0}, ["zone"])
+
+
+def write_evaluation(directory: Path, blessed: bool, model_dir: Path) -> Path:
+    """An evaluation output as the evaluate step writes it: blessing.json, metrics.json and
+    report/metrics.json (``write_report``'s payload, without the plots)."""
+    from perucast.evaluation import scores_to_dict
+
+    write_blessing(directory, blessed, model_dir, ["all rules passed"])
+    scores = evaluation_scores()
+    payload = {
+        "title": "evaluation",
+        "context": {"use_case": "fish_stock", "test_period": "2020-02-01 .. 2020-03-01"},
+        "candidate": "network",
+        "goals_passed": True,
+        "goals": [],
+        "blessing": {"blessed": blessed, "reasons": []},
+        "scores": scores_to_dict(scores),
+    }
+    (directory / "report").mkdir(parents=True, exist_ok=True)
+    (directory / "report" / "metrics.json").write_text(json.dumps(payload))
+    (directory / "metrics.json").write_text(json.dumps({"blessed": blessed, "network": {}}))
+    return directory
+
+
+@pytest.fixture(scope="module")
+def features_with_sample(fish_features, tmp_path_factory) -> Path:
+    """The fish features with a reference sample (made here when preprocess did not write one)."""
+    copy = tmp_path_factory.mktemp("push-features") / "features"
+    shutil.copytree(fish_features, copy)
+    if not (copy / REFERENCE_SAMPLE_FILE).exists():
+        pd.DataFrame({"zone": ["north", "south"], "biomass_tonnes": [1.0e6, 2.0e6]}).to_parquet(
+            copy / REFERENCE_SAMPLE_FILE, index=False
+        )
+    return copy
 
 
 def config(model_dir: Path, evaluation: Path, features: Path, repo: Path, **kw) -> PushConfig:
@@ -74,19 +146,21 @@ def repository_entries(repo: Path, name: str = "fish_stock") -> list[str]:
 
 
 @pytest.fixture(scope="module")
-def pushed_twice(fish_model, fish_features, tmp_path_factory):
+def pushed_twice(fish_model, features_with_sample, tmp_path_factory):
     """A blessed model pushed with infra-validation, then again without the server check."""
     root = tmp_path_factory.mktemp("push-ok")
-    evaluation = write_blessing(root / "evaluation", True, fish_model, ["all rules passed"])
+    evaluation = write_evaluation(root / "evaluation", True, fish_model)
     repo = root / "served"
     first = push(
-        config(fish_model, evaluation, fish_features, repo, samples=40, report_dir=root / "r1")
+        config(
+            fish_model, evaluation, features_with_sample, repo, samples=40, report_dir=root / "r1"
+        )
     )
     second = push(
         config(
             fish_model,
             evaluation,
-            fish_features,
+            features_with_sample,
             repo,
             infra_validation=False,
             report_dir=root / "r2",
@@ -105,13 +179,17 @@ def test_a_blessed_model_is_validated_in_a_server_and_published_as_the_next_vers
     # Only whole numbered versions: no hidden copy left behind.
     assert repository_entries(repo) == ["1", "2"]
     for result in (first, second):
+        # The candidate's files, unchanged, plus its monitoring references in assets.extra.
         diff = filecmp.dircmp(fish_model, result.version_dir)
-        stack, mismatched = [diff], []
+        stack, mismatched, added = [(".", diff)], [], []
         while stack:
-            d = stack.pop()
-            mismatched += d.left_only + d.right_only + d.diff_files + d.funny_files
-            stack += d.subdirs.values()
+            where, d = stack.pop()
+            mismatched += d.left_only + d.diff_files + d.funny_files
+            added += [f"{where}/{name}" for name in d.right_only]
+            stack += [(f"{where}/{name}", sub) for name, sub in d.subdirs.items()]
         assert mismatched == [], mismatched
+        assert sorted(added) == [f"./assets.extra/{name}" for name in REFERENCES]
+    assert not (fish_model / "assets.extra" / EVALUATION_FILE).exists()  # candidate untouched
     figures = first.infra_validation
     assert figures["performed"] is True and figures["contract"] == "passed"
     assert figures["rows"] == 40 and figures["requests"] == 3  # 16 + 16 + 8 rows
@@ -131,8 +209,114 @@ def test_the_push_report_holds_the_reason_and_the_figures(pushed_twice):
     assert report["infra_validation"]["rows"] == 40
     assert report["infra_validation"]["max_abs_diff"] == first.infra_validation["max_abs_diff"]
     assert report == json.loads(json.dumps(first.to_dict()))
+    assert report["monitoring"]["files"] == sorted(REFERENCES)
+    assert report["monitoring"]["evaluation_available"] is True
     markdown = (root / "r1" / "push.md").read_text()
     assert "pushed as version 1" in markdown and "max_abs_diff" in markdown
+    assert "monitoring references in `assets.extra/`: `evaluation.json`" in markdown
+
+
+def test_the_published_version_carries_its_monitoring_references(
+    pushed_twice, features_with_sample
+):
+    first, _, _, root = pushed_twice
+    extra = first.version_dir / "assets.extra"
+    assert (extra / TRAINING_STATISTICS_FILE).read_bytes() == (
+        features_with_sample / "statistics.json"
+    ).read_bytes()
+    assert (extra / REFERENCE_SAMPLE_FILE).read_bytes() == (
+        features_with_sample / REFERENCE_SAMPLE_FILE
+    ).read_bytes()
+
+    refs = load_monitoring_references(first.version_dir)
+    assert refs.training_statistics == json.loads(
+        (features_with_sample / "statistics.json").read_text()
+    )
+    pd.testing.assert_frame_equal(
+        refs.reference_sample, pd.read_parquet(features_with_sample / REFERENCE_SAMPLE_FILE)
+    )
+    evaluation = refs.evaluation
+    assert evaluation["available"] is True and evaluation["candidate"] == "network"
+    assert evaluation["source"] == str(root / "evaluation" / "report" / "metrics.json")
+    assert evaluation["evaluated_at"].endswith("Z")
+    assert evaluation["context"]["test_period"] == "2020-02-01 .. 2020-03-01"
+    # The candidate's errors are 1 everywhere: MASE 1/2 (north) and 1/4 (south); P10–P90
+    # covers every actual. Segments are named as realized accuracy names them.
+    overall = evaluation["overall"]
+    assert overall["mase"] == pytest.approx((0.5 + 0.5 + 0.25 + 0.25) / 4)
+    assert overall["coverage_80"] == 1.0 and overall["n"] == 4
+    assert overall["wql"] == pytest.approx(evaluation_scores().iloc[0]["wql"])
+    assert sorted(evaluation["segments"]) == ["all", "h=1", "h=2", "zone=north", "zone=south"]
+    assert evaluation["segments"]["zone=south"]["mase"] == pytest.approx(0.25)
+    assert evaluation["baselines"]["seasonal_naive"]["mase"] == pytest.approx((2 + 2 + 1 + 1) / 4)
+
+
+def test_publishing_adds_the_references_before_the_version_becomes_visible(tmp_path, monkeypatch):
+    import os
+
+    candidate = tmp_path / "candidate"
+    (candidate / "assets.extra").mkdir(parents=True)
+    (candidate / "saved_model.pb").write_bytes(b"graph")
+    (candidate / "assets.extra" / "metadata.json").write_text("{}")
+    statistics = tmp_path / "statistics.json"
+    statistics.write_text('{"columns": {}}')
+    seen = {}
+    rename = os.rename
+
+    def watching_rename(src, dst):
+        # What a server scanning the repository could see appear under the version number.
+        seen[Path(dst).name] = sorted(p.name for p in (Path(src) / "assets.extra").iterdir())
+        return rename(src, dst)
+
+    monkeypatch.setattr(os, "rename", watching_rename)
+    assets = {TRAINING_STATISTICS_FILE: statistics, EVALUATION_FILE: b'{"available": false}'}
+    version = publish(candidate, tmp_path / "repo", "m", assets)
+    assert seen == {"1": ["evaluation.json", "metadata.json", "training_statistics.json"]}
+    assert (version / "assets.extra" / EVALUATION_FILE).read_bytes() == b'{"available": false}'
+    assert sorted(p.name for p in (candidate / "assets.extra").iterdir()) == ["metadata.json"]
+
+    # A reference that cannot be copied: nothing is published, no hidden copy is left.
+    seen.clear()
+    with pytest.raises(FileNotFoundError):
+        publish(candidate, tmp_path / "repo", "m", {REFERENCE_SAMPLE_FILE: tmp_path / "none"})
+    assert seen == {} and repository_entries(tmp_path / "repo", "m") == ["1"]
+
+
+def test_evaluation_summary_falls_back_to_the_headline_or_says_it_has_none(tmp_path):
+    flat = tmp_path / "flat"
+    flat.mkdir()
+    (flat / "metrics.json").write_text(
+        json.dumps(
+            {
+                "blessed": True,
+                "goals_passed": False,
+                "network": {"mase": 0.7, "rmse": 3.0, "smape": 5.0, "wql": 0.1, "coverage_80": 0.8},
+                "seasonal_naive": {
+                    "mase": 1.0,
+                    "rmse": 4,
+                    "smape": 6,
+                    "wql": 0.2,
+                    "coverage_80": 0.7,
+                },
+            }
+        )
+    )
+    summary = evaluation_summary(flat)
+    assert summary["available"] is True and summary["source"] == str(flat / "metrics.json")
+    assert summary["segments"] == {"all": summary["overall"]} and summary["overall"]["mase"] == 0.7
+    assert summary["baselines"]["seasonal_naive"]["mase"] == 1.0
+    assert summary["goals_passed"] is False
+
+    none = evaluation_summary(tmp_path / "nowhere")
+    assert none["available"] is False and none["overall"] is None and "no scores" in none["reason"]
+    (tmp_path / "bad" / "report").mkdir(parents=True)
+    (tmp_path / "bad" / "report" / "metrics.json").write_text("{not json")
+    with pytest.raises(ValueError, match="is not JSON"):
+        evaluation_summary(tmp_path / "bad")
+    (tmp_path / "v" / "assets.extra").mkdir(parents=True)
+    (tmp_path / "v" / "assets.extra" / TRAINING_STATISTICS_FILE).write_text("{}")
+    with pytest.raises(FileNotFoundError, match=r"evaluation\.json is missing"):
+        load_monitoring_references(tmp_path / "v")
 
 
 def test_a_model_that_is_not_blessed_is_not_pushed(fish_model, fish_features, tmp_path):

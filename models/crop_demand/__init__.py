@@ -39,6 +39,12 @@ class CropDemand(UseCase):
         season_length=52,
     )
 
+    target_history_inputs: ClassVar[tuple[str, ...]] = (
+        "demand_tonnes",
+        "demand_lag_1",
+        "demand_lag_2",
+    )
+
     default_horizon: ClassVar[int] = 12  # weeks
 
     def feature_spec(self, horizon: int) -> FeatureSpec:

@@ -40,6 +40,12 @@ class FishStock(UseCase):
         season_length=12,
     )
 
+    target_history_inputs: ClassVar[tuple[str, ...]] = (
+        "biomass_tonnes",
+        "biomass_lag1",
+        "biomass_lag2",
+    )
+
     default_horizon: ClassVar[int] = 6  # months
 
     def feature_spec(self, horizon: int) -> FeatureSpec:
