@@ -13,7 +13,10 @@ JSON-able dict; ``serving_table(result)`` renders it as Markdown. Scenarios, all
     (``--num_server_processes 2``, batching on);
 (c) instances/s with 256-instance requests, each configuration;
 (d) REST: the same JSON with wrk at 1, 8, 32 connections against each configuration and against
-    KServe 0.21 (``bench/kserve_server.py`` in its own venv, ``ensure_kserve_venv``).
+    KServe 0.21 (``bench/kserve_server.py`` in its own venv, ``ensure_kserve_venv``);
+(e) prediction logging: ``2proc+batching`` with the model's ``logging_config`` at 10% and 100%
+    sampling (``2proc+batching+log10%``, ``+log100%``), gRPC at 32 in flight, beside logging
+    off, with the records written and dropped read from the server's counters.
 
 Goals (``goals``, each with ``value``, ``target``, ``passed``): gRPC p50 <= 2.5x in-process;
 req/s at 32 in flight, best configuration, >= 3x the unbatched single process; ahead of KServe
@@ -64,17 +67,32 @@ KSERVE_WORKERS = 2
 # serving core: 547 req/s for 2 threads / 2 ms, 452 for 1 / 5 ms, 430 for 2 / 5 ms.
 # Tuned on this 2-core machine at 32 single-instance requests in flight (serving/README.md):
 # one batch thread per process, because two TF calls in one process only contend for the GIL;
-# a 5 ms window and 32-row batches, because a crop_demand call costs about the same for 1 row
+# a 5 ms window and 32-row batches (max_execution_batch_size), because a crop_demand call costs
 # as for 32, so fuller batches are nearly free throughput.
-DEFAULT_BATCHING = {
-    "max_batch_size": 32,
+# Requests larger than 32 rows (the 256-instance scenario) are split into 32-row batches.
+DEFAULT_BATCHING: dict[str, int | bool] = {
+    "max_batch_size": 1024,
     "batch_timeout_micros": 5000,
     "num_batch_threads": 1,
     "max_enqueued_batches": 1000,
+    "enable_large_batch_splitting": True,
+    "max_execution_batch_size": 32,
 }
 # With batching, every request waiting for its batch holds a gRPC thread, and TF Serving's
 # default --grpc_max_threads (4 x CPUs = 8 here) would cap batches at 8 rows per process.
 BATCHING_GRPC_THREADS = 64
+# Prediction logging (the model's logging_config) on the best configuration, at these sampling
+# rates, measured at LOGGING_CONCURRENCY single-instance requests in flight beside logging off.
+LOGGING_BASE = "2proc+batching"
+LOGGING_RATES = (0.1, 1.0)
+LOGGING_CONCURRENCY = 32
+METRICS_PATH = "/monitoring/prometheus/metrics"
+
+
+def logging_config_name(rate: float) -> str:
+    return f"{LOGGING_BASE}+log{rate:.0%}"
+
+
 GOAL_LATENCY_RATIO = 2.5
 GOAL_THROUGHPUT_RATIO = 3.0
 READY_TIMEOUT_S = 180.0
@@ -115,9 +133,9 @@ def model_version_dir(model_base_path: Path) -> Path:
     return max(versions, key=lambda p: int(p.name))
 
 
-def batching_parameters_text(params: dict[str, int]) -> str:
+def batching_parameters_text(params: dict[str, int | bool]) -> str:
     """TF Serving's BatchingParameters text proto (wrapped scalar fields)."""
-    return "".join(f"{k} {{ value: {v} }}\n" for k, v in params.items())
+    return "".join(f"{k} {{ value: {str(v).lower()} }}\n" for k, v in params.items())
 
 
 # --------------------------------------------------------------------------- KServe venv
@@ -302,12 +320,18 @@ def ours_server(
     server_cmd: Sequence[str] = (),
 ) -> Server:
     grpc_port, rest_port = _free_port(), _free_port()
+    # A --model_config_file names the model itself (TF Serving refuses both ways at once).
+    by_file = any(f.startswith("--model_config_file=") for f in flags)
+    model_flags = (
+        []
+        if by_file
+        else [f"--model_name={model_name}", f"--model_base_path={model_base_path.resolve()}"]
+    )
     cmd = [
         *(server_cmd or (sys.executable, "-m", "serving")),
         f"--port={grpc_port}",
         f"--rest_api_port={rest_port}",
-        f"--model_name={model_name}",
-        f"--model_base_path={model_base_path.resolve()}",
+        *model_flags,
         *flags,
     ]
     return Server(name, cmd, logs / f"{name}.log", rest_port, grpc_port, model_name, "ours")
@@ -518,7 +542,11 @@ def _goals(runs: list[dict[str, Any]], in_process: dict[str, Any], rest_levels: 
             "target": f"<= {GOAL_LATENCY_RATIO}",
             "passed": p50 <= GOAL_LATENCY_RATIO,
         }
-    at32 = _find(runs, server="ours", protocol="grpc", instances=1, concurrency=32)
+    at32 = [
+        r
+        for r in _find(runs, server="ours", protocol="grpc", instances=1, concurrency=32)
+        if "prediction_log" not in r
+    ]
     base = [r for r in at32 if r["config"] == "single"]
     if base and at32:
         best = max(at32, key=lambda r: r["req_per_s"])
@@ -565,6 +593,68 @@ def _goals(runs: list[dict[str, Any]], in_process: dict[str, Any], rest_levels: 
     return goals, ratios
 
 
+# --------------------------------------------------------------------------- prediction logging
+
+
+def logging_model_config(name: str, base_path: Path, prefix: Path, rate: float) -> str:
+    """A ModelServerConfig (text format) serving ``name`` with prediction logging at ``rate``."""
+    return (
+        "model_config_list {\n  config {\n"
+        f'    name: "{name}"\n    base_path: "{base_path}"\n    model_platform: "tensorflow"\n'
+        "    logging_config {\n"
+        f'      log_collector_config {{ type: "file" filename_prefix: "{prefix}" }}\n'
+        f"      sampling_config {{ sampling_rate: {rate} }}\n"
+        "    }\n  }\n}\n"
+    )
+
+
+def prediction_log_counts(server: Server, model_name: str) -> dict[str, float]:
+    """The server's prediction-log counters (records, bytes, dropped, errors) for the model."""
+    url = f"http://127.0.0.1:{server.rest_port}{METRICS_PATH}"
+    with urllib.request.urlopen(url, timeout=10) as resp:
+        text = resp.read().decode()
+    counts = {"records": 0.0, "bytes": 0.0, "dropped": 0.0, "errors": 0.0}
+    for line in text.splitlines():
+        for key in counts:
+            metric = f"_prediction_log_{key}_total{{"
+            if metric in line and f'model="{model_name}"' in line:
+                counts[key] += float(line.rsplit(" ", 1)[1])
+    return counts
+
+
+def _logging_rows(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Logging off (the base configuration) and on, at the same load, side by side."""
+    logged = [r for r in runs if "prediction_log" in r]
+    if not logged:
+        return []
+    off = _find(
+        runs,
+        server="ours",
+        config=LOGGING_BASE,
+        protocol="grpc",
+        instances=1,
+        concurrency=LOGGING_CONCURRENCY,
+    )
+    rows = []
+    for r in ([off[0]] if off else []) + logged:
+        info = r.get("prediction_log", {})
+        rows.append(
+            {
+                "config": r["config"],
+                "concurrency": r["concurrency"],
+                "sampling_rate": info.get("sampling_rate", 0.0),
+                "req_per_s": r["req_per_s"],
+                "p50_ms": r["latency_ms"]["p50"],
+                "p99_ms": r["latency_ms"]["p99"],
+                "records": info.get("records"),
+                "dropped": info.get("dropped"),
+                "bytes": info.get("bytes"),
+                "ratio_vs_off": r["req_per_s"] / off[0]["req_per_s"] if off and info else None,
+            }
+        )
+    return rows
+
+
 # --------------------------------------------------------------------------- the suite
 
 
@@ -578,8 +668,9 @@ def run_serving(
     concurrency: Sequence[int] = (1, 8, 32, 128),
     rest_concurrency: Sequence[int] = (1, 8, 32),
     large_instances: int = 256,
+    logging_rates: Sequence[float] = LOGGING_RATES,
     large_concurrency: int = 8,
-    batching: dict[str, int] | None = None,
+    batching: dict[str, int | bool] | None = None,
     kserve_workers: int = KSERVE_WORKERS,
     ours: bool = True,
     kserve: bool = True,
@@ -616,6 +707,23 @@ def run_serving(
         "batching": batch_flags,
         "2proc+batching": ["--num_server_processes=2", *batch_flags],
     }
+    logging_configs: dict[str, float] = {}
+    monitoring_file = work / "monitoring_config.txt"
+    monitoring_file.write_text(f'prometheus_config {{ enable: true path: "{METRICS_PATH}" }}\n')
+    for rate in logging_rates:
+        name = logging_config_name(rate)
+        logging_configs[name] = rate
+        log_dir = work / "prediction-logs" / name.replace("%", "pct").replace("+", "-")
+        shutil.rmtree(log_dir, ignore_errors=True)
+        config_file = work / f"model_config-{name.replace('%', 'pct').replace('+', '-')}.txt"
+        config_file.write_text(
+            logging_model_config(model_name, model_base_path.resolve(), log_dir / model_name, rate)
+        )
+        all_configs[name] = [
+            *all_configs[LOGGING_BASE],
+            f"--model_config_file={config_file}",
+            f"--monitoring_config_file={monitoring_file}",
+        ]
     chosen = list(all_configs) if configs is None else list(configs)
     unknown = set(chosen) - set(all_configs)
     if unknown:
@@ -711,6 +819,28 @@ def run_serving(
                 server = ours_server(
                     config, all_configs[config], model_base_path, model_name, logs, server_cmd
                 )
+                if config in logging_configs:
+                    with _running(server):
+                        r = _grpc_run(
+                            checker,
+                            server,
+                            payloads.grpc[1],
+                            1,
+                            LOGGING_CONCURRENCY,
+                            duration_s,
+                            warmup_s,
+                            work,
+                        )
+                        run = _record(
+                            runs, r, server=server, config=config, protocol="grpc", instances=1
+                        )
+                        run["prediction_log"] = {
+                            "sampling_rate": logging_configs[config],
+                            **prediction_log_counts(server, model_name),
+                        }
+                        log.info("serving: %s prediction log %s", config, run["prediction_log"])
+                    result["servers"][config] = {"command": server.cmd, **server.stopped}
+                    continue
                 with _running(server):
                     for c in concurrency:
                         r = _grpc_run(
@@ -783,6 +913,15 @@ def run_serving(
         result["servers"][server.name] = {"command": server.cmd, **server.stopped}
 
     goals, ratios = _goals(runs, result["in_process"], rest_concurrency)
+    result["prediction_logging"] = _logging_rows(runs)
+    ratios += [
+        {
+            "name": f"req/s at {row['concurrency']} in flight: {row['config']} / logging off",
+            "value": row["ratio_vs_off"],
+        }
+        for row in result["prediction_logging"]
+        if row.get("ratio_vs_off") is not None
+    ]
     result["goals"] = goals
     result["ratios"] = ratios
     for name, goal in goals.items():
@@ -859,6 +998,28 @@ def serving_table(results: dict[str, Any], *, heading: bool = True) -> str:
                     else "—"
                 )
             lines.append(f"| {config} | " + " | ".join(cells) + " |")
+        lines.append("")
+    logging_rows = results.get("prediction_logging", [])
+    if logging_rows:
+        lines += [
+            f"Prediction logging (`logging_config`, TFRecord files) on `{LOGGING_BASE}`, gRPC "
+            "Predict, 1 instance per request: records and drops from the server's counters",
+            "",
+            "| configuration | sampling | in flight | req/s | p50 ms | p99 ms | records | dropped "
+            "| MB written | req/s / logging off |",
+            "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        ]
+        for row in logging_rows:
+            logged = row["records"] is not None
+            lines.append(
+                f"| {row['config']} | {row['sampling_rate']:.0%} | {row['concurrency']} | "
+                f"{row['req_per_s']:.0f} | {_ms(row['p50_ms'])} | {_ms(row['p99_ms'])} | "
+                f"{row['records']:.0f} | {row['dropped']:.0f} | {row['bytes'] / 1e6:.1f} | "
+                f"{row['ratio_vs_off']:.2f} |"
+                if logged
+                else f"| {row['config']} | off | {row['concurrency']} | {row['req_per_s']:.0f} | "
+                f"{_ms(row['p50_ms'])} | {_ms(row['p99_ms'])} | — | — | — | 1.00 |"
+            )
         lines.append("")
     large = [r for r in runs if r["instances"] > 1]
     if large:
