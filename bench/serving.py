@@ -68,7 +68,7 @@ KSERVE_WORKERS = 2
 # Tuned on this 2-core machine at 32 single-instance requests in flight (serving/README.md):
 # one batch thread per process, because two TF calls in one process only contend for the GIL;
 # a 5 ms window and 32-row batches (max_execution_batch_size), because a crop_demand call costs
-# as for 32, so fuller batches are nearly free throughput.
+# about the same for 1 row as for 32, so fuller batches are nearly free throughput.
 # Requests larger than 32 rows (the 256-instance scenario) are split into 32-row batches.
 DEFAULT_BATCHING: dict[str, int | bool] = {
     "max_batch_size": 1024,
