@@ -11,7 +11,10 @@ origin; this step, generic over use cases, then
 3. writes the dataset as Parquet partitioned by ``split``, plus ``split.json``,
    ``statistics.json`` (means, variances, quantiles, vocabularies and per-series target scales,
    from the training split only: training normalises with them and later steps use them as the
-   drift reference) and ``report.json`` / ``report.md``.
+   drift reference), ``reference_sample.parquet`` (a seeded uniform sample of at most
+   2,000 training rows, feature columns only: the raw inputs of the serving signature, for
+   two-sample drift tests of served requests in ``perucast.drift``) and ``report.json`` /
+   ``report.md``.
 
 The output directory appears complete or not at all. The same CLI runs on a laptop
 (``local[*]``) and on Kubernetes (``--master k8s://https://...`` through spark-submit or a
@@ -39,6 +42,7 @@ from models import USE_CASE_NAMES, UseCaseName, get_use_case
 from perucast.spark import SparkConfig
 
 if TYPE_CHECKING:
+    import pandas as pd
     from pyspark.sql import Column, DataFrame, SparkSession
 
     from models.base import FeatureSpec
@@ -47,6 +51,9 @@ log = logging.getLogger(__name__)
 
 SPLITS = ("train", "validation", "test", "inference")
 QUANTILES = (0.01, 0.05, 0.1, 0.25, 0.5, 0.75, 0.9, 0.95, 0.99)
+REFERENCE_SAMPLE_FILE = "reference_sample.parquet"
+REFERENCE_SAMPLE_ROWS = 2000  # enough for a KS test to see a 0.1-sd shift, small enough to ship
+REFERENCE_SAMPLE_SEED = 0
 
 
 class PreprocessError(RuntimeError):
@@ -188,6 +195,27 @@ def _statistics(train: DataFrame, spec: FeatureSpec, numeric: list[str]) -> dict
     return stats
 
 
+def reference_sample(
+    train: DataFrame,
+    spec: FeatureSpec,
+    rows: int = REFERENCE_SAMPLE_ROWS,
+    seed: int = REFERENCE_SAMPLE_SEED,
+) -> pd.DataFrame:
+    """A uniform random sample of at most ``rows`` training rows, feature columns only.
+
+    Bottom-k sampling: every row gets a seeded hash of its identity (series keys and time) and
+    the ``rows`` smallest hashes are kept. Spark runs ``orderBy(...).limit(rows)`` as one pass
+    with a top-k per partition (nothing else reaches the driver), and the result depends only
+    on the rows and the seed, not on partitioning, so the same data and seed give the same
+    sample wherever it runs.
+    """
+    from pyspark.sql import functions as F
+
+    identity = [*spec.series_keys, spec.time_column]
+    order = F.xxhash64(F.lit(seed), *(F.col(c) for c in identity))
+    return train.orderBy(order, *identity).limit(rows).select(*spec.feature_columns).toPandas()
+
+
 def _markdown(result: dict[str, Any]) -> str:
     lines = [
         f"# Preprocess report: {result['use_case']}",
@@ -210,6 +238,12 @@ def _markdown(result: dict[str, Any]) -> str:
     lines += [f"| {t} | {n:,} |" for t, n in result["input_rows"].items()]
     lines += ["", "| count | value |", "|---|---:|"]
     lines += [f"| {k} | {v:,} |" for k, v in result["counts"].items()]
+    sample = result["reference_sample"]
+    lines += [
+        "",
+        f"Drift reference: `statistics.json` and `{sample['file']}` ({sample['rows']:,} "
+        f"training rows sampled uniformly, seed {sample['seed']}, feature columns only).",
+    ]
     return "\n".join(lines) + "\n"
 
 
@@ -319,6 +353,10 @@ def preprocess(config: PreprocessConfig, spark: SparkSession | None = None) -> P
             **_statistics(train, spec, numeric),
         }
         write_json_atomic(tmp / "statistics.json", statistics)
+        sample = reference_sample(train, spec)
+        # Inside the staging directory: it appears with the other outputs or not at all.
+        sample.to_parquet(tmp / REFERENCE_SAMPLE_FILE, index=False)
+        log.info("reference sample: %d training rows in %s", len(sample), REFERENCE_SAMPLE_FILE)
 
         split_info = {
             "time_column": t,
@@ -355,6 +393,11 @@ def preprocess(config: PreprocessConfig, spark: SparkSession | None = None) -> P
                 "master": spark.sparkContext.master,
                 # What the session actually ran with (spark-submit's --conf can override ours).
                 "settings": {k: spark.conf.get(k, None) for k in config.spark.settings()},
+            },
+            "reference_sample": {
+                "file": REFERENCE_SAMPLE_FILE,
+                "rows": len(sample),
+                "seed": REFERENCE_SAMPLE_SEED,
             },
             "seconds": round(seconds, 2),
         }

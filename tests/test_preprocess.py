@@ -21,10 +21,12 @@ from pydantic import ValidationError
 from typer.testing import CliRunner
 
 from components.preprocess import (
+    REFERENCE_SAMPLE_ROWS,
     PreprocessConfig,
     PreprocessError,
     app,
     preprocess,
+    reference_sample,
     split_origins,
 )
 from perucast.exitcodes import ExitCode
@@ -192,6 +194,36 @@ def test_statistics_come_from_the_training_split_only(crop_features) -> None:
     series = {(s["region"], s["crop"]): s for s in stats["series"]}
     lima_rice = train[(train["region"] == "lima") & (train["crop"] == "rice")][feature]
     assert series[("lima", "rice")]["target_mean"] == pytest.approx(lima_rice.mean(), rel=1e-9)
+
+
+def test_reference_sample_is_a_seeded_uniform_sample_of_training_feature_rows(
+    spark, crop_features
+) -> None:
+    result, out = crop_features
+    spec = result.spec
+    sample = pd.read_parquet(out / "reference_sample.parquet")
+    train = _split_frame(out, "train")
+    assert list(sample.columns) == spec.feature_columns  # the signature's inputs, no targets
+    assert len(sample) == min(REFERENCE_SAMPLE_ROWS, len(train))
+    report = json.loads((out / "report.json").read_text())
+    assert report["reference_sample"]["rows"] == len(sample)
+    # Every sampled row is a training row (all feature values equal; features are complete).
+    matched = sample.merge(train[spec.feature_columns].drop_duplicates(), how="inner")
+    assert len(matched) == len(sample)
+
+    # The sampler itself, at a size below the split: same seed, same rows, whatever the
+    # partitioning; another seed, other rows; spread over the split, not its first rows.
+    from pyspark.sql import functions as F
+
+    frame = spark.read.parquet(str(out / "features")).where(F.col("split") == "train")
+    first = reference_sample(frame, spec, rows=60, seed=3)
+    again = reference_sample(frame.repartition(7), spec, rows=60, seed=3)
+    other = reference_sample(frame, spec, rows=60, seed=4)
+    assert len(first) == 60 and len(train) > 60
+    pd.testing.assert_frame_equal(first, again)
+    keys = ["region", "crop", "demand_tonnes"]
+    assert len(first[keys].merge(other[keys])) < 30  # two 60-row draws share few rows
+    assert first["region"].nunique() > 1 and first["crop"].nunique() > 1
 
 
 # --- bad input: a clear error naming table and column, and nothing written --------------------
