@@ -171,6 +171,38 @@ def deploy(
 
 
 @dsl.component(base_image=IMAGE, install_kfp_package=False)
+def monitor(
+    use_case: str,
+    model_repository: str,
+    prediction_logs: str,
+    window_days: float,
+    psi_threshold: float,
+    p_value: float,
+    accuracy_margin: float,
+    coverage_margin: float,
+    min_matched_actuals: int,
+    min_drifted_features: int,
+    pushgateway: str,
+    actuals: Input[Dataset],
+    report: Output[Dataset],
+    summary: Output[HTML],
+    metrics: Output[Metrics],
+) -> int:
+    """Drift and realized accuracy from the prediction logs; returns 1 when retraining is
+    recommended, else 0 (one plain output: kfp.local resolves conditions only on ``Output``)."""
+    from components.pipeline_steps import monitor_step
+
+    settings = dict(window_days=window_days, psi_threshold=psi_threshold, p_value=p_value,
+                    accuracy_margin=accuracy_margin, coverage_margin=coverage_margin,
+                    min_matched_actuals=min_matched_actuals, pushgateway=pushgateway,
+                    min_drifted_features=min_drifted_features)  # fmt: skip
+    out = monitor_step(use_case, model_repository, prediction_logs, actuals.path, report.path,
+                       summary.path, settings)  # fmt: skip
+    out.log_to(metrics)
+    return out.values["retrain"]
+
+
+@dsl.component(base_image=IMAGE, install_kfp_package=False)
 def record_outcome(
     use_case: str, runs_log: str, status: dsl.PipelineTaskFinalStatus, outcome: Output[Markdown]
 ):

@@ -428,6 +428,55 @@ def deploy_step(
     return _record(use_case, "deploy", started, StepOutput(metrics))
 
 
+# --- monitor ----------------------------------------------------------------------------------
+
+
+def monitor_step(
+    use_case: str,
+    model_repository: str | Path,
+    prediction_logs: str | Path,
+    actuals_dir: str | Path | None,
+    report_dir: str | Path,
+    report_html: str | Path,
+    settings: Mapping[str, Any] | None = None,
+) -> StepOutput:
+    """Drift and realized accuracy of the served model from its prediction logs.
+
+    ``settings`` are :class:`components.monitor.MonitorConfig` fields (thresholds, window,
+    Pushgateway; flat ``psi_threshold`` and ``p_value`` go to its ``drift``). The values hold
+    ``retrain`` (1 when retraining is recommended, else 0) and the monitored ``version``.
+    """
+    from components.monitor import HTML_FILE, MonitorConfig, monitor
+
+    started = time.perf_counter()
+    values = dict(settings or {})
+    drift = {k: values.pop(k) for k in ("psi_threshold", "p_value") if k in values}
+    config = MonitorConfig(
+        use_case=use_case,
+        model_repository=Path(model_repository),
+        prediction_logs=Path(prediction_logs),
+        actuals_dir=Path(actuals_dir) if actuals_dir else None,
+        output_dir=Path(report_dir),
+        drift=drift,
+        **values,
+    )
+    result = monitor(config)
+    Path(report_html).parent.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(Path(report_dir) / HTML_FILE, report_html)
+    report = result.report
+    metrics = {
+        "version": float(report["version"]),
+        "predictions": float(report["predictions"]["rows"]),
+        "drifted_features": float(sum(f["drifted"] for f in report["drift"]["features"])),
+        "retrain": float(result.retrain),
+    }
+    if report.get("realized"):
+        metrics.update(_numbers(report["realized"]["segments"].get("all", {}), prefix="realized_"))
+        metrics.update(_numbers(report["realized"]["states"], prefix="actuals_"))
+    out = StepOutput(metrics, {"retrain": int(result.retrain), "version": report["version"]})
+    return _record(use_case, "monitor", started, out)
+
+
 # --- exit handler -----------------------------------------------------------------------------
 
 

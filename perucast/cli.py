@@ -34,6 +34,7 @@ data_app = typer.Typer(
 )
 app.add_typer(data_app, name="data")
 app.add_typer(pipeline_cli.app, name="pipeline")
+app.command("monitor")(pipeline_cli.monitor)
 
 
 def _version(value: bool) -> None:

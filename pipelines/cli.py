@@ -246,9 +246,24 @@ def submit_(
     executor: Annotated[str, typer.Option(help="kubernetes or local (in the task's pod).")] = (
         "kubernetes"
     ),
+    pipeline: Annotated[
+        str,
+        typer.Option(
+            help="training, or monitoring (drift and realized accuracy; retrains on evidence)."
+        ),
+    ] = "training",
+    prediction_logs: Annotated[
+        str, typer.Option(help="Monitoring: the serving logs' prefix ('' = the cluster default).")
+    ] = "",
+    no_retrain: Annotated[
+        bool, typer.Option("--no-retrain", help="Monitoring: report and alert only.")
+    ] = False,
 ) -> None:
     """Submit a run (or a recurring run) of a compiled pipeline to Kubeflow Pipelines."""
     from pipelines.run import submit
+
+    if pipeline not in ("training", "monitoring"):
+        raise typer.BadParameter("training or monitoring", param_hint="--pipeline")
 
     if source_path and dvc_repo:
         raise typer.BadParameter("give --source-path or --dvc-repo, not both")
@@ -267,6 +282,20 @@ def submit_(
         gpus=gpus,
         epochs=epochs,
     )
+    if pipeline == "monitoring":
+        from pipelines.config import MonitoringConfig
+
+        try:
+            config = MonitoringConfig(
+                training=config, prediction_logs=prediction_logs, retrain=not no_retrain
+            )
+            config.check_steps()
+        except (ValidationError, ValueError) as err:
+            raise typer.BadParameter(str(err)) from None
+        if gpu:
+            raise typer.BadParameter(
+                "the monitoring pipeline has no GPU variant", param_hint="--gpu"
+            )
     import kfp_server_api
     import urllib3
 
@@ -295,3 +324,195 @@ def submit_(
         typer.echo(f"recurring run {done.recurring_run_id} ({schedule}) in {experiment}")
     else:
         typer.echo(f"run {done.run_id} in {experiment}: {done.url}")
+
+
+def monitor(
+    use_case: UseCaseOption,
+    prediction_logs: Annotated[
+        Path, typer.Option(help="The logging config's filename_prefix, or a directory of logs.")
+    ],
+    model_repository: Annotated[
+        Path, typer.Option(help="The model repository the server loads from.")
+    ] = Path("model_repository"),
+    actuals: Annotated[
+        Path | None,
+        typer.Option(help="Raw tables with the actuals (with --retrain: also the training data)."),
+    ] = None,
+    output: Annotated[Path, typer.Option(help="Report directory (without --retrain).")] = Path(
+        "monitor_report"
+    ),
+    window_days: Annotated[float, typer.Option(help="Window length in days.")] = 28.0,
+    psi_threshold: Annotated[float, typer.Option(help="PSI that flags a feature.")] = 0.25,
+    p_value: Annotated[float, typer.Option(help="Test p-value that flags a feature.")] = 0.01,
+    accuracy_margin: Annotated[
+        float, typer.Option(help="Relative MASE margin over the evaluation level.")
+    ] = 0.2,
+    coverage_margin: Annotated[
+        float, typer.Option(help="Absolute coverage margin under the evaluation level.")
+    ] = 0.1,
+    min_matched_actuals: Annotated[
+        int, typer.Option(help="Scored forecast periods needed for accuracy to decide.")
+    ] = 100,
+    min_drifted_features: Annotated[
+        int, typer.Option(help="Drifted features that recommend retraining.")
+    ] = 1,
+    pushgateway: Annotated[str, typer.Option(help="Pushgateway host:port ('' = none).")] = "",
+    retrain: Annotated[
+        bool,
+        typer.Option(
+            help="Run the monitoring pipeline through kfp.local: retrain (the training "
+            "pipeline, nested) when the monitor recommends it."
+        ),
+    ] = False,
+    epochs: Annotated[int, typer.Option(help="Retraining: most epochs.")] = 30,
+    workers: Annotated[int, typer.Option(help="Retraining: local worker processes.")] = 2,
+    deploy: Annotated[str, typer.Option(help="Retraining: local or none.")] = "local",
+    serving_config: Annotated[
+        Path | None, typer.Option(help="Retraining: ModelServerConfig a server polls.")
+    ] = None,
+    serving_target: Annotated[
+        str | None, typer.Option(help="Retraining: gRPC host:port of that server.")
+    ] = None,
+    pipeline_root: Annotated[
+        Path, typer.Option(help="Retraining: where kfp.local keeps the run's artifacts.")
+    ] = Path("local_outputs"),
+) -> None:
+    """Drift and realized accuracy of a served model from its prediction logs; with --retrain,
+    the monitoring pipeline (kfp.local), which retrains when the evidence says so."""
+    from components.monitor import MonitorConfig, MonitorError, summary_text
+    from components.monitor import monitor as run_monitor
+    from perucast.logs import setup_logging
+
+    setup_logging()
+    if not retrain:
+        try:
+            config = MonitorConfig(
+                use_case=use_case,
+                model_repository=model_repository,
+                prediction_logs=prediction_logs,
+                actuals_dir=actuals,
+                output_dir=output,
+                window_days=window_days,
+                drift={"psi_threshold": psi_threshold, "p_value": p_value},
+                accuracy_margin=accuracy_margin,
+                coverage_margin=coverage_margin,
+                min_matched_actuals=min_matched_actuals,
+                min_drifted_features=min_drifted_features,
+                pushgateway=pushgateway,
+            )
+        except ValidationError as err:
+            raise typer.BadParameter(str(err)) from None
+        try:
+            result = run_monitor(config)
+        except MonitorError as err:
+            typer.echo(f"error: {err}", err=True)
+            raise typer.Exit(ExitCode.INPUT_NOT_FOUND) from None
+        typer.echo(summary_text(result.report))
+        typer.echo(f"report: {output / 'report.html'}")
+        return
+    _monitor_and_retrain(
+        use_case=use_case,
+        prediction_logs=prediction_logs,
+        model_repository=model_repository,
+        actuals=actuals,
+        window_days=window_days,
+        psi_threshold=psi_threshold,
+        p_value=p_value,
+        accuracy_margin=accuracy_margin,
+        coverage_margin=coverage_margin,
+        min_matched_actuals=min_matched_actuals,
+        min_drifted_features=min_drifted_features,
+        pushgateway=pushgateway,
+        epochs=epochs,
+        workers=workers,
+        deploy=deploy,
+        serving_config=serving_config,
+        serving_target=serving_target,
+        pipeline_root=pipeline_root,
+    )
+
+
+def _monitor_and_retrain(
+    *,
+    use_case: str,
+    prediction_logs: Path,
+    model_repository: Path,
+    actuals: Path | None,
+    epochs: int,
+    workers: int,
+    deploy: str,
+    serving_config: Path | None,
+    serving_target: str | None,
+    pipeline_root: Path,
+    **monitor_settings: Any,
+) -> None:
+    import json
+
+    from rich.console import Console
+
+    from components.monitor import summary_text
+    from pipelines.config import MonitoringConfig
+    from pipelines.run import monitor_report, run_local
+
+    console = Console()
+    if actuals is None:
+        raise typer.BadParameter(
+            "--retrain needs --actuals: the raw tables are the actuals and the training data",
+            param_hint="--actuals",
+        )
+    if deploy not in ("local", "none"):
+        raise typer.BadParameter("local or none", param_hint="--deploy")
+    repo = model_repository.resolve()
+    config_file = (serving_config or repo / "models.config").resolve()
+    training = _config(
+        use_case=use_case,
+        source={"kind": "path", "path": str(actuals.resolve())},
+        executor="local",
+        workers=workers,
+        epochs=epochs,
+        model_repository=str(repo),
+        deploy_mode=deploy,
+        serving_config=str(config_file),
+        serving_target=serving_target or "127.0.0.1:1",  # replaced by the managed server's
+    )
+    try:
+        config = MonitoringConfig(
+            training=training,
+            prediction_logs=str(prediction_logs.resolve()),
+            **monitor_settings,
+        )
+        config.check_steps()
+    except ValidationError as err:
+        raise typer.BadParameter(str(err)) from None
+    logging.getLogger("kfp").setLevel(logging.INFO)
+
+    def on_step(record: dict[str, Any]) -> None:
+        console.print(f"[green]✓[/green] {record['step']:<11} {record['seconds']:7.1f}s")
+
+    with contextlib.ExitStack() as stack:
+        if deploy == "local" and serving_target is None:
+            console.print(
+                f"starting perucast-model-server on {config_file} for a retraining deploy"
+            )
+            target = stack.enter_context(
+                local_server(config_file, pipeline_root.resolve() / "model-server.log")
+            )
+            config = config.model_copy(
+                update={"training": training.model_copy(update={"serving_target": target})}
+            )
+        console.rule(f"[bold]{use_case}[/bold] monitoring pipeline (kfp.local)")
+        result = run_local(config, pipeline_root, on_step=on_step)
+    report_dir = monitor_report(result)
+    if report_dir is not None:
+        report = json.loads((report_dir / "report.json").read_text())
+        console.print(summary_text(report))
+        console.print(f"report: {report_dir / 'report.html'}")
+    retrained = any(s["step"] == "train" for s in result.steps)
+    console.print(
+        f"retraining: {'ran, ' + result.state if retrained else 'not launched'}"
+        + (f" ({result.error})" if result.error else "")
+    )
+    if retrained:
+        _print_summary(console, result, repo)
+    if not result.succeeded:
+        raise typer.Exit(1)

@@ -176,3 +176,83 @@ class PipelineConfig(BaseModel):
             "configmap": self.configmap,
             "runs_log": self.runs_log,
         }
+
+
+# Where the model server's prediction logs land on the cluster (the models PVC), per use case,
+# and the Pushgateway of manifests/components/monitoring.
+CLUSTER_PREDICTION_LOGS = "/mnt/models/prediction-logs"
+CLUSTER_PUSHGATEWAY = "perucast-pushgateway:9091"
+
+
+class MonitoringConfig(BaseModel):
+    """One monitoring run of one use case, and the training run it launches when needed.
+
+    Attributes:
+        training: The training run (its source is also where the actuals come from).
+        prediction_logs: The serving logging config's ``filename_prefix`` or a directory of
+            logs ("" = ``<CLUSTER_PREDICTION_LOGS>/<use case>``).
+        window_days: The monitored window, ending at the newest logged record.
+        psi_threshold: PSI that flags a feature (with ``p_value``).
+        p_value: Test p-value that flags a feature (with ``psi_threshold``).
+        accuracy_margin: Relative MASE margin over the evaluation-time level.
+        coverage_margin: Absolute coverage margin under the evaluation-time level.
+        min_matched_actuals: Scored forecast periods before accuracy can decide.
+        min_drifted_features: Drifted features that recommend retraining.
+        pushgateway: Pushgateway ``host:port`` for the alerts' metrics ("" = none).
+        retrain: Launch the training pipeline when the monitor recommends it.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    training: PipelineConfig
+    prediction_logs: str = ""
+    window_days: float = Field(default=28.0, gt=0, le=3660)
+    psi_threshold: float = Field(default=0.25, gt=0)
+    p_value: float = Field(default=0.01, gt=0, lt=1)
+    accuracy_margin: float = Field(default=0.2, ge=0, le=10)
+    coverage_margin: float = Field(default=0.1, ge=0, le=1)
+    min_matched_actuals: int = Field(default=100, ge=1)
+    min_drifted_features: int = Field(default=1, ge=1)
+    pushgateway: str = CLUSTER_PUSHGATEWAY
+    retrain: bool = True
+
+    @property
+    def resolved_prediction_logs(self) -> str:
+        return self.prediction_logs or f"{CLUSTER_PREDICTION_LOGS}/{self.training.use_case}"
+
+    def check_steps(self) -> None:
+        """Builds the monitor's own config (and the training run's); raises what they would."""
+        from components.monitor import MonitorConfig
+
+        self.training.check_steps()
+        where = Path("/placeholder")
+        MonitorConfig(
+            use_case=self.training.use_case,
+            model_repository=where,
+            prediction_logs=Path(self.resolved_prediction_logs),
+            output_dir=where,
+            window_days=self.window_days,
+            drift={"psi_threshold": self.psi_threshold, "p_value": self.p_value},
+            accuracy_margin=self.accuracy_margin,
+            coverage_margin=self.coverage_margin,
+            min_matched_actuals=self.min_matched_actuals,
+            min_drifted_features=self.min_drifted_features,
+            pushgateway=self.pushgateway,
+        )
+
+    def arguments(self) -> dict[str, Any]:
+        """The monitoring pipeline's parameters: the monitor's, then the training run's."""
+        self.check_steps()
+        return {
+            "prediction_logs": self.resolved_prediction_logs,
+            "window_days": self.window_days,
+            "psi_threshold": self.psi_threshold,
+            "p_value": self.p_value,
+            "accuracy_margin": self.accuracy_margin,
+            "coverage_margin": self.coverage_margin,
+            "min_matched_actuals": self.min_matched_actuals,
+            "min_drifted_features": self.min_drifted_features,
+            "pushgateway": self.pushgateway,
+            "retrain": self.retrain,
+            **self.training.arguments(),
+        }

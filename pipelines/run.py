@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from models import USE_CASE_NAMES
-from pipelines.config import PipelineConfig
+from pipelines.config import MonitoringConfig, PipelineConfig
 
 log = logging.getLogger("perucast.pipeline")
 
@@ -34,6 +34,10 @@ STEPS = ("ingest", "validate", "preprocess", "train", "evaluate", "push", "deplo
 
 def compiled_path(use_case: str, gpu: bool = False, directory: Path = COMPILED_DIR) -> Path:
     return directory / f"{use_case}{'-gpu' if gpu else ''}.yaml"
+
+
+def monitoring_compiled_path(use_case: str, directory: Path = COMPILED_DIR) -> Path:
+    return directory / f"{use_case}-monitoring.yaml"
 
 
 def compile_pipeline(use_case: str, gpu: bool, path: Path) -> Path:
@@ -47,12 +51,27 @@ def compile_pipeline(use_case: str, gpu: bool, path: Path) -> Path:
     return path
 
 
+def compile_monitoring_pipeline(use_case: str, path: Path) -> Path:
+    """Compiles the use case's monitoring pipeline (training nested) to ``path``."""
+    from kfp import compiler
+
+    from pipelines.monitoring import build_monitoring_pipeline
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    compiler.Compiler().compile(build_monitoring_pipeline(use_case), str(path))
+    return path
+
+
 def compile_all(directory: Path = COMPILED_DIR) -> list[Path]:
-    """Both use cases, CPU and GPU variants."""
-    return [
+    """Both use cases: training (CPU and GPU variants) and monitoring."""
+    paths = [
         compile_pipeline(name, gpu, compiled_path(name, gpu, directory))
         for name in USE_CASE_NAMES
         for gpu in (False, True)
+    ]
+    return paths + [
+        compile_monitoring_pipeline(name, monitoring_compiled_path(name, directory))
+        for name in USE_CASE_NAMES
     ]
 
 
@@ -114,22 +133,32 @@ def _step_watch(path: Path, on_step: Callable[[dict[str, Any]], None]) -> Iterat
 
 
 def run_local(
-    config: PipelineConfig,
+    config: PipelineConfig | MonitoringConfig,
     pipeline_root: Path,
     on_step: Callable[[dict[str, Any]], None] | None = None,
 ) -> LocalRun:
     """Runs ``config``'s pipeline with ``kfp.local`` (SubprocessRunner, this virtualenv).
 
+    A ``PipelineConfig`` runs the training pipeline, a ``MonitoringConfig`` the monitoring
+    pipeline (which runs the training pipeline nested when the monitor recommends it).
     Every task runs as a subprocess; their logs stream to this process's output. The run's
     final state comes from the exit handler's record, so a failed run returns (``state``
-    FAILED and the error) instead of raising.
+    FAILED and the error) instead of raising. A monitoring run that did not retrain has no
+    exit-handler record: it SUCCEEDED when kfp.local raised nothing.
     """
     from kfp import local
 
     from components.pipeline_steps import STEP_TIMES_ENV
     from pipelines.forecast import build_pipeline
+    from pipelines.monitoring import build_monitoring_pipeline
 
     arguments = config.arguments()  # validates every step's config before anything runs
+    if isinstance(config, MonitoringConfig):
+        use_case = config.training.use_case
+        pipeline = build_monitoring_pipeline(use_case)
+    else:
+        use_case = config.use_case
+        pipeline = build_pipeline(use_case)
     pipeline_root = Path(pipeline_root).resolve()
     pipeline_root.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="perucast-run-") as tmp:
@@ -147,7 +176,7 @@ def run_local(
         error = ""
         try:
             with _step_watch(times, on_step or (lambda record: None)):
-                build_pipeline(config.use_case)(**arguments)
+                pipeline(**arguments)
         except Exception as exc:  # kfp.local reports a failed task by raising when asked to
             error = f"{type(exc).__name__}: {exc}"
         finally:
@@ -159,9 +188,10 @@ def run_local(
         outcomes = _read_lines(runs_log)
         steps = _read_lines(times)
     outcome = outcomes[-1] if outcomes else {}
-    state = outcome.get("state") or ("FAILED" if error else "UNKNOWN")
+    fallback = "SUCCEEDED" if isinstance(config, MonitoringConfig) else "UNKNOWN"
+    state = outcome.get("state") or ("FAILED" if error else fallback)
     return LocalRun(
-        use_case=config.use_case,
+        use_case=use_case,
         state=state,
         seconds=seconds,
         steps=steps,
@@ -169,6 +199,16 @@ def run_local(
         pipeline_root=pipeline_root,
         error=error or outcome.get("error_message", ""),
     )
+
+
+def monitor_report(run: LocalRun) -> Path | None:
+    """The monitor task's report directory of a local monitoring run (the newest one)."""
+    if run.pipeline_root is None:
+        return None
+    found = sorted(
+        run.pipeline_root.glob("*/monitor/report/report.json"), key=lambda p: p.stat().st_mtime
+    )
+    return found[-1].parent if found else None
 
 
 # --- cluster ----------------------------------------------------------------------------------
@@ -185,7 +225,7 @@ class Submission:
 
 def submit(
     host: str,
-    config: PipelineConfig,
+    config: PipelineConfig | MonitoringConfig,
     experiment: str = "perucast",
     run_name: str | None = None,
     schedule: str | None = None,
@@ -200,7 +240,9 @@ def submit(
 
     Args:
         host: The KFP API endpoint (``http://.../pipeline``).
-        config: The run's parameters (validated before anything is sent).
+        config: The run's parameters (validated before anything is sent): a
+            ``PipelineConfig`` submits the training pipeline, a ``MonitoringConfig`` the
+            monitoring pipeline.
         experiment: Experiment name; created when missing.
         run_name: Display name; default ``<pipeline>-<UTC time>``.
         schedule: A cron expression for a recurring retraining run instead of one run.
@@ -214,16 +256,23 @@ def submit(
     import datetime as dt
 
     from pipelines.forecast import pipeline_name
+    from pipelines.monitoring import monitoring_pipeline_name
 
     arguments = config.arguments()
-    pipeline_file = compiled_path(config.use_case, gpu)
+    monitoring = isinstance(config, MonitoringConfig)
+    use_case = config.training.use_case if monitoring else config.use_case
+    if monitoring and gpu:
+        raise ValueError("the monitoring pipeline has no GPU variant (set gpu on its training)")
+    pipeline_file = (
+        monitoring_compiled_path(use_case) if monitoring else compiled_path(use_case, gpu)
+    )
     if not pipeline_file.exists():
         raise FileNotFoundError(f"{pipeline_file} is missing: run `perucast pipeline compile`")
     if client is None:
         import kfp
 
         client = kfp.Client(host=host, namespace=namespace, existing_token=existing_token)
-    name = pipeline_name(config.use_case, gpu)
+    name = monitoring_pipeline_name(use_case) if monitoring else pipeline_name(use_case, gpu)
     stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%d-%H%M%S")
     job = run_name or f"{name}-{stamp}"
     exp = client.create_experiment(name=experiment, namespace=namespace)
@@ -232,7 +281,11 @@ def submit(
         recurring = client.create_recurring_run(
             experiment_id=experiment_id,
             job_name=job,
-            description=f"recurring retraining of {config.use_case}",
+            description=(
+                f"recurring monitoring of {use_case}, retraining on evidence"
+                if monitoring
+                else f"recurring retraining of {use_case}"
+            ),
             cron_expression=schedule,
             max_concurrency=1,
             no_catchup=True,

@@ -28,7 +28,13 @@ from perucast.cli import app
 from perucast.exitcodes import ExitCode
 from pipelines.config import PipelineConfig
 from pipelines.forecast import pipeline_name
-from pipelines.run import compile_pipeline, compiled_path, submit
+from pipelines.run import (
+    compile_monitoring_pipeline,
+    compile_pipeline,
+    compiled_path,
+    monitoring_compiled_path,
+    submit,
+)
 
 pytestmark = pytest.mark.filterwarnings("ignore:This client only works:FutureWarning")
 
@@ -49,6 +55,7 @@ def compiled_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("compiled")
     for gpu in (False, True):
         compile_pipeline(USE_CASE, gpu, compiled_path(USE_CASE, gpu, out))
+    compile_monitoring_pipeline(USE_CASE, monitoring_compiled_path(USE_CASE, out))
     return out
 
 
@@ -60,6 +67,13 @@ def _isolated(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, compiled_dir: Pat
         return compiled_path(use_case, gpu, directory or compiled_dir)
 
     monkeypatch.setattr(run_module, "compiled_path", fresh)
+    monkeypatch.setattr(
+        run_module,
+        "monitoring_compiled_path",
+        lambda use_case, directory=None: monitoring_compiled_path(
+            use_case, directory or compiled_dir
+        ),
+    )
     monkeypatch.setattr(kfp.Client, "_LOCAL_KFP_CONTEXT", str(tmp_path / "kfp" / "context.json"))
     for var in (
         "KF_PIPELINES_ENDPOINT",
@@ -252,6 +266,31 @@ def test_cli_schedule_creates_a_recurring_run(api: FakeKfpApi) -> None:
     assert f"recurring run {recurring['recurring_run_id']} ({WEEKLY}) in retraining" in (
         result.output
     )
+
+
+def test_cli_schedules_the_monitoring_pipeline(api: FakeKfpApi) -> None:
+    from pipelines.config import MonitoringConfig
+    from pipelines.monitoring import monitoring_pipeline_name
+
+    result = cli(api, "--pipeline", "monitoring", "--schedule", WEEKLY, "--no-retrain")
+
+    assert result.exit_code == ExitCode.OK, result.output
+    (request,) = api.calls("POST", RECURRING_RUNS)
+    body = request.body
+    assert "monitoring" in body["description"]
+    pipeline_spec, _ = split_pipeline_spec(body["pipeline_spec"])
+    assert pipeline_spec["pipelineInfo"]["name"] == monitoring_pipeline_name(USE_CASE)
+    training = PipelineConfig(
+        use_case=USE_CASE, source={"kind": "synthetic"}, executor="kubernetes"
+    )
+    expected = MonitoringConfig(training=training, retrain=False).arguments()
+    assert body["runtime_config"]["parameters"] == expected
+    assert expected["retrain"] is False
+    assert expected["prediction_logs"] == f"/mnt/models/prediction-logs/{USE_CASE}"
+    refused = cli(api, "--pipeline", "monitoring", "--gpu")
+    assert refused.exit_code == ExitCode.USAGE and "no GPU variant" in refused.output
+    assert cli(api, "--pipeline", "scoring").exit_code == ExitCode.USAGE
+    assert len(api.calls("POST", RECURRING_RUNS)) == 1 and api.calls("POST", RUNS) == []
 
 
 def test_a_cron_the_server_rejects_raises_and_creates_nothing(api: FakeKfpApi) -> None:

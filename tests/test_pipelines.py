@@ -12,8 +12,8 @@ from kfp.pipeline_spec import pipeline_spec_pb2
 from pydantic import ValidationError
 
 from models import USE_CASE_NAMES
-from pipelines.config import PipelineConfig
-from pipelines.run import COMPILED_DIR, compile_all, compiled_path
+from pipelines.config import MonitoringConfig, PipelineConfig
+from pipelines.run import COMPILED_DIR, compile_all, compiled_path, monitoring_compiled_path
 
 VARIANTS = [(name, gpu) for name in USE_CASE_NAMES for gpu in (False, True)]
 
@@ -169,7 +169,7 @@ def test_kubernetes_settings_parse_as_executor_configs(compiled):
 
 def test_committed_yaml_equals_a_fresh_compile(tmp_path):
     fresh = compile_all(tmp_path)
-    assert len(fresh) == len(VARIANTS)
+    assert len(fresh) == len(VARIANTS) + len(USE_CASE_NAMES)  # + the monitoring pipelines
     for path in fresh:
         committed = COMPILED_DIR / path.name
         assert committed.read_text() == path.read_text(), (
@@ -242,3 +242,79 @@ def test_served_version_follows_the_stable_label_then_the_newest(tmp_path):
         'version_labels { key: "stable" value: 2 } } }\n'
     )
     assert served_version_dir(repo, "fish_stock", config) == repo / "fish_stock" / "2"
+
+
+# --- the monitoring pipeline ------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module", params=USE_CASE_NAMES)
+def monitoring(request):
+    spec, platform = _load(monitoring_compiled_path(request.param))
+    return request.param, spec, platform
+
+
+def test_monitoring_parameters_are_the_configs_arguments(monitoring):
+    name, spec, _ = monitoring
+    root = spec.root.input_definitions.parameters
+    arguments = MonitoringConfig(training=PipelineConfig(use_case=name)).arguments()
+    assert set(root) == set(arguments)
+    assert root["prediction_logs"].default_value.string_value == (
+        f"/mnt/models/prediction-logs/{name}"
+    )
+    assert root["pushgateway"].default_value.string_value == "perucast-pushgateway:9091"
+    assert root["accuracy_margin"].default_value.number_value == 0.2
+    assert root["retrain"].default_value.bool_value is True
+
+
+def test_monitoring_retrains_through_the_nested_training_pipeline_only_on_evidence(monitoring):
+    name, spec, platform = monitoring
+    root = spec.root.dag.tasks
+    assert set(root) == {"ingest", "monitor", "condition-1"}
+    assert "ingest" in root["monitor"].dependent_tasks
+    assert root["monitor"].inputs.artifacts["actuals"].task_output_artifact.producer_task == (
+        "ingest"
+    )
+    enabled = root["condition-1"]
+    assert enabled.task_info.name == "retrain-enabled"
+    assert "retrain" in enabled.trigger_policy.condition
+    assert "== true" in enabled.trigger_policy.condition
+    inner = spec.components[enabled.component_ref.name].dag.tasks
+    (recommended,) = inner.values()
+    assert recommended.task_info.name == "retrain-recommended"
+    assert "monitor-Output" in recommended.trigger_policy.condition
+    assert "== 1" in recommended.trigger_policy.condition
+    nested = spec.components[recommended.component_ref.name].dag.tasks
+    (training,) = nested.values()
+    assert training.component_ref.name == f"comp-perucast-{name.replace('_', '-')}-training"
+    # the nested training DAG is the whole training pipeline, exit handler included
+    training_dag = spec.components[training.component_ref.name].dag.tasks
+    assert "record-outcome" in training_dag
+    # every training parameter is forwarded from the monitoring pipeline's own parameters
+    forwarded = {
+        key: value.component_input_parameter for key, value in training.inputs.parameters.items()
+    }
+    arguments = PipelineConfig(use_case=name).arguments()
+    assert forwarded == {key: f"pipelinechannel--{key}" for key in arguments}
+    deployment = json_format.MessageToDict(platform.platforms["kubernetes"])["deploymentSpec"]
+    monitor = json_format.ParseDict(
+        deployment["executors"]["exec-monitor"], k8s_pb2.KubernetesExecutorConfig()
+    )
+    assert ("/mnt/models", "perucast-models") in {
+        (p.mount_path, p.constant) for p in monitor.pvc_mount
+    }
+    assert monitor.security_context.run_as_user == 10001
+
+
+@pytest.mark.parametrize(
+    ("values", "message"),
+    [
+        ({"window_days": 0}, "greater than 0"),
+        ({"p_value": 1.5}, "less than 1"),
+        ({"coverage_margin": 2}, "less than or equal to 1"),
+        ({"min_drifted_features": 0}, "greater than or equal to 1"),
+        ({"surprise": 1}, "Extra inputs are not permitted"),
+    ],
+)
+def test_monitoring_config_rejects_bad_values_before_anything_runs(values, message):
+    with pytest.raises(ValidationError, match=message):
+        MonitoringConfig(training=PipelineConfig(use_case="fish_stock"), **values)
