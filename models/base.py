@@ -277,6 +277,14 @@ class UseCase(abc.ABC):
     # that order): realized accuracy (``perucast.realized``) finds a logged request's origin by
     # matching them against the target table's history.
     target_history_inputs: ClassVar[tuple[str, ...]]
+    # Serving inputs that are functions of the calendar alone (fnmatch patterns): a window of
+    # a few weeks always differs from years of training in them, by construction, so drift
+    # monitoring (``perucast.drift``) reports them as calendar inputs instead of testing them.
+    calendar_inputs: ClassVar[tuple[str, ...]] = ()
+    # Serving inputs with one value per period for every series (fnmatch patterns): the Niño
+    # index, the exchange rate. A window holds only a few distinct values of them, so drift
+    # tests them per period (their distinct values), not per instance.
+    period_inputs: ClassVar[tuple[str, ...]] = ()
 
     def table(self, name: str) -> TableSchema:
         """The schema of one raw table (or of ``oracle``)."""

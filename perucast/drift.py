@@ -34,6 +34,7 @@ exact either way.
 
 from __future__ import annotations
 
+import fnmatch
 import itertools
 import json
 import math
@@ -68,6 +69,11 @@ class DriftConfig(BaseModel):
     )
     min_rows: int = Field(
         default=50, ge=1, description="Fewer served values: 'insufficient data', never flagged."
+    )
+    min_periods: int = Field(
+        default=3,
+        ge=2,
+        description="Distinct values a period input needs in the window to be tested.",
     )
 
 
@@ -112,6 +118,7 @@ class FeatureDrift:
     reference_mean: float | None = None
     current_mean: float | None = None
     n_reference_sample: int | None = None
+    unit: str = "instance"
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -296,9 +303,17 @@ def load_statistics(statistics: Mapping[str, Any] | str | Path) -> Mapping[str, 
     return json.loads(path.read_text())
 
 
-def _references(statistics: Mapping[str, Any], columns: Sequence[str]) -> list[_Reference]:
-    """The features of ``statistics`` that ``columns`` has, categorical first, targets left out."""
-    present = set(columns)
+def exempt_columns(columns: Sequence[str], patterns: Sequence[str]) -> list[str]:
+    """The ``columns`` matching any fnmatch pattern (a use case's ``calendar_inputs``)."""
+    return [c for c in columns if any(fnmatch.fnmatchcase(c, p) for p in patterns)]
+
+
+def _references(
+    statistics: Mapping[str, Any], columns: Sequence[str], exempt: Sequence[str] = ()
+) -> list[_Reference]:
+    """The features of ``statistics`` that ``columns`` has, categorical first, targets and the
+    ``exempt`` patterns left out."""
+    present = set(columns) - set(exempt_columns(list(columns), exempt))
     refs = [
         _Reference.categorical(name, entry)
         for name, entry in statistics.get("categorical", {}).items()
@@ -368,6 +383,8 @@ def feature_drift(
     *,
     reference_sample: pd.DataFrame | str | Path | None = None,
     config: DriftConfig | None = None,
+    exempt: Sequence[str] = (),
+    period_inputs: Sequence[str] = (),
 ) -> list[FeatureDrift]:
     """Drift of each feature in both ``statistics`` and ``current``.
 
@@ -378,6 +395,11 @@ def feature_drift(
         reference_sample: ``reference_sample.parquet`` (frame, file, or its directory): numeric
             features are then KS-tested against it instead of chi-square on quantile bins.
         config: Thresholds (default `DriftConfig()`).
+        exempt: fnmatch patterns of features not tested (calendar inputs).
+        period_inputs: fnmatch patterns of features with one value per period for every
+            series (a use case's ``period_inputs``): tested on their distinct values (one per
+            period), against the reference sample's distinct values, with ``min_periods``
+            of them needed; ``unit`` is then ``"period"``.
 
     Returns:
         One `FeatureDrift` per feature, categorical features first, in the statistics' order.
@@ -385,10 +407,25 @@ def feature_drift(
     config = config or DriftConfig()
     stats = load_statistics(statistics)
     sample = _sample(reference_sample)
-    return [
-        _feature(ref, ref.clean(current[ref.feature]), sample, config)
-        for ref in _references(stats, list(current.columns))
-    ]
+    per_period = set(exempt_columns(list(current.columns), period_inputs))
+    results = []
+    for ref in _references(stats, list(current.columns), exempt):
+        values = ref.clean(current[ref.feature])
+        if ref.feature not in per_period:
+            results.append(_feature(ref, values, sample, config))
+            continue
+        # 325 series repeat each week's Niño value: the evidence is the periods, not the rows.
+        distinct = np.unique(values)
+        period_sample = None
+        if sample is not None and ref.feature in sample.columns:
+            unique = np.unique(ref.clean(sample[ref.feature]))
+            period_sample = pd.DataFrame({ref.feature: unique})
+        result = _feature(
+            ref, distinct, period_sample, config.model_copy(update={"min_rows": config.min_periods})
+        )
+        result.unit = "period"
+        results.append(result)
+    return results
 
 
 def drift_frame(drifts: Sequence[FeatureDrift]) -> pd.DataFrame:
@@ -416,6 +453,7 @@ def drift_over_time(
     freq: str = "D",
     time_column: str = "timestamp",
     config: DriftConfig | None = None,
+    exempt: Sequence[str] = (),
 ) -> pd.DataFrame:
     """PSI of each feature per time bucket, for plots of drift over time.
 
@@ -434,7 +472,7 @@ def drift_over_time(
     """
     config = config or DriftConfig()
     stats = load_statistics(statistics)
-    refs = _references(stats, list(current.columns))
+    refs = _references(stats, list(current.columns), exempt)
     columns = ["bucket", "feature", "kind", "n", "psi", "high"]
     if current.empty or not refs:
         return pd.DataFrame(columns=columns)

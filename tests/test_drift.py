@@ -286,8 +286,50 @@ def test_too_few_rows_is_insufficient_data_never_drifted(realistic) -> None:
     assert empty[0].status == "insufficient data"
 
 
+def test_calendar_inputs_are_not_tested_and_period_inputs_are_tested_per_period(realistic):
+    """A week's Niño value repeats for every series: 4 weeks are 4 observations, not 1300."""
+    stats, sample, _ = realistic
+    stats = {
+        **stats,
+        "numeric": {
+            **stats["numeric"],
+            "nino": stats["numeric"]["demand"],
+            "week_sin": stats["numeric"]["demand"],
+        },
+    }
+    sample = sample.assign(nino=sample["demand"], week_sin=sample["demand"])
+    weeks = np.repeat([9.8, 10.1, 10.4, 10.6], 325)  # 4 ordinary weeks, 325 series each
+    ordinary = pd.DataFrame({"nino": weeks, "week_sin": weeks, "demand": 10.0 + 0.0 * weeks})
+    kwargs = {"reference_sample": sample, "exempt": ("week_*",), "period_inputs": ("nino*",)}
+    drifts = {d.feature: d for d in feature_drift(stats, ordinary, **kwargs)}
+    assert "week_sin" not in drifts  # calendar: exempt
+    nino = drifts["nino"]
+    assert nino.unit == "period" and nino.n_current == 4 and nino.test == "ks_2samp"
+    # The 4 weeks' values against the sample's distinct values: all four lie near the middle
+    # of N(10, 2), which 4 observations cannot tell from the training distribution.
+    from scipy.stats import ks_2samp
+
+    expected = ks_2samp(np.unique(sample["nino"]), [9.8, 10.1, 10.4, 10.6])
+    assert nino.statistic == pytest.approx(expected.statistic)
+    assert nino.p_value == pytest.approx(expected.pvalue) and nino.p_value > 0.01
+    assert not nino.drifted
+    # Per instance the same rows would look like overwhelming evidence (1300 "observations").
+    instance = {d.feature: d for d in feature_drift(stats, ordinary, reference_sample=sample)}
+    assert instance["nino"].unit == "instance" and instance["nino"].p_value < 1e-12
+    # An El Niño: the same weeks 3 sd warmer is flagged per period.
+    warm = ordinary.assign(nino=ordinary["nino"] + 6.0)
+    nino = {d.feature: d for d in feature_drift(stats, warm, **kwargs)}["nino"]
+    assert nino.drifted and nino.p_value < 0.01 and nino.psi > 0.25
+    # Fewer distinct values than min_periods: reported, not tested.
+    two = pd.DataFrame({"nino": np.repeat([16.0, 16.5], 325)})
+    (short,) = feature_drift(stats, two, **kwargs)
+    assert short.status == "insufficient data" and short.n_current == 2 and not short.drifted
+
+
 def test_config_is_strict() -> None:
-    assert DriftConfig() == DriftConfig(psi_threshold=0.25, p_value=0.01, min_rows=50)
+    assert DriftConfig() == DriftConfig(
+        psi_threshold=0.25, p_value=0.01, min_rows=50, min_periods=3
+    )
     with pytest.raises(ValidationError, match="Extra inputs"):
         DriftConfig(psi_treshold=0.2)
     with pytest.raises(ValidationError):

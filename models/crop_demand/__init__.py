@@ -44,6 +44,15 @@ class CropDemand(UseCase):
         "demand_lag_1",
         "demand_lag_2",
     )
+    calendar_inputs: ClassVar[tuple[str, ...]] = (
+        "week_sin",
+        "week_cos",
+        "is_semana_santa",
+        "is_fiestas_patrias",
+        "is_christmas_new_year",
+        "fut_holiday_h*",
+    )
+    period_inputs: ClassVar[tuple[str, ...]] = ("nino12_*", "usd_pen", "usd_logret_4")
 
     default_horizon: ClassVar[int] = 12  # weeks
 

@@ -45,6 +45,13 @@ class FishStock(UseCase):
         "biomass_lag1",
         "biomass_lag2",
     )
+    # The season follows the calendar too (the fishery's legal seasons by month).
+    calendar_inputs: ClassVar[tuple[str, ...]] = ("month_sin", "month_cos", "season")
+    period_inputs: ClassVar[tuple[str, ...]] = (
+        "nino12_*",
+        "season_quota_tonnes",
+        "survey_age_months",
+    )
 
     default_horizon: ClassVar[int] = 6  # months
 
