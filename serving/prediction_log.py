@@ -330,6 +330,13 @@ class PredictionLogger:
                                 f"model {name}: logging_config: cannot create the log "
                                 f"directory: {exc}"
                             ) from None
+                    if old.get(name) is not sink:
+                        log.info(
+                            "prediction log of model %s: writing %s-*.tfrecord (sampling rate %g)",
+                            name,
+                            sink.prefix,
+                            model.logging_config.sampling_config.sampling_rate,
+                        )
                     new[name] = sink
             except Exception:
                 for name, sink in new.items():
@@ -362,6 +369,7 @@ class PredictionLogger:
         if sink is None or not sink.sampled():
             return
         name, version = servable.name, servable.version
+        timestamp = int(time.time())  # the request's time, not the writer's
 
         def make():
             from tensorflow_serving.apis import predict_pb2
@@ -379,7 +387,7 @@ class PredictionLogger:
             response.model_spec.signature_name = signature.name
             for key, value in outputs.items():
                 response.outputs[key].CopyFrom(codec.ndarray_to_tensor_proto(value))
-            return _proto_builder(sink, "predict", name, version, request, response)()
+            return _proto_builder(sink, "predict", name, version, request, response, timestamp)()
 
         sink.submit(make)
 
@@ -391,8 +399,16 @@ class PredictionLogger:
             sink.close()
 
 
-def _proto_builder(sink: PredictionLogSink, api: str, name: str, version: int, request, response):
-    timestamp = int(time.time())
+def _proto_builder(
+    sink: PredictionLogSink,
+    api: str,
+    name: str,
+    version: int,
+    request,
+    response,
+    timestamp: int | None = None,
+):
+    timestamp = int(time.time()) if timestamp is None else timestamp
 
     def build():
         from tensorflow_serving.apis import prediction_log_pb2
