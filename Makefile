@@ -14,6 +14,9 @@ CHECKOV_STAMP := $(CHECKOV_VENV)/.installed
 # comes from Debian's prometheus package: only that binary is unpacked, the server is neither
 # installed nor started.
 PROMTOOL := .venv-tools/prometheus/bin/promtool
+# The Prometheus Pushgateway (Debian's prometheus-pushgateway), for the monitor step's tests:
+# only the binary is unpacked; the tests start it on a loopback port and stop it.
+PUSHGATEWAY := .venv-tools/prometheus/bin/pushgateway
 # The venv's bin first, so dvc.yaml stages and subprocesses use the pinned tools.
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 export PYTHONHASHSEED := 0
@@ -26,7 +29,7 @@ DEMO_DIR ?= demo_output
 help: ## Show this help
 	@awk 'BEGIN {FS = ":.*## "; printf "perucast make targets:\n"} /^[a-zA-Z_-]+:.*## / {printf "  \033[36m%-10s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
 
-install: java $(STAMP) $(CHECKOV_STAMP) $(PROMTOOL) ## Create .venv with the pinned dependencies (re-installs only when pyproject.toml or requirements.lock change), checkov's own .venv-tools/checkov and promtool
+install: java $(STAMP) $(CHECKOV_STAMP) $(PROMTOOL) $(PUSHGATEWAY) ## Create .venv with the pinned dependencies (re-installs only when pyproject.toml or requirements.lock change), checkov's own .venv-tools/checkov, promtool and the Pushgateway
 
 $(STAMP): pyproject.toml requirements.lock
 	@$(PYTHON_BIN) -c 'import sys; assert sys.version_info[:2] == (3, 11), f"perucast needs Python 3.11, found {sys.version}"'
@@ -54,6 +57,18 @@ $(PROMTOOL):
 	mkdir -p $(dir $(PROMTOOL)) && printf '*\n' > .venv-tools/.gitignore && \
 	install -m 0755 "$$tmp/usr/bin/promtool" $(PROMTOOL)
 	@$(PROMTOOL) --version | head -n 1
+
+$(PUSHGATEWAY):
+	@echo "unpacking the Pushgateway from Debian's prometheus-pushgateway package into $(dir $(PUSHGATEWAY))"
+	@tmp=$$(mktemp -d) && trap 'rm -rf "$$tmp"' EXIT && chmod 755 "$$tmp" && \
+	if ! (cd "$$tmp" && apt-get download -qq prometheus-pushgateway 2>/dev/null); then \
+	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+	  $$SUDO apt-get update -qq && (cd "$$tmp" && apt-get download -qq prometheus-pushgateway); \
+	fi && \
+	dpkg-deb --fsys-tarfile "$$tmp"/prometheus-pushgateway_*.deb | tar -x -C "$$tmp" ./usr/bin/prometheus-pushgateway && \
+	mkdir -p $(dir $(PUSHGATEWAY)) && printf '*\n' > .venv-tools/.gitignore && \
+	install -m 0755 "$$tmp/usr/bin/prometheus-pushgateway" $(PUSHGATEWAY)
+	@$(PUSHGATEWAY) --version 2>&1 | head -n 1
 
 java: ## Install OpenJDK 17 with apt when java is missing (Spark needs it)
 	@if ! command -v java >/dev/null 2>&1; then \

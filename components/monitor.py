@@ -115,7 +115,8 @@ class MonitorConfig(BaseModel):
             measures drift only.
         output_dir: The report directory (replaced atomically).
         version: The version to monitor (default: the newest version in the window's logs).
-        window_days: The window's length.
+        window_days: The window's length (when ``window_start`` is not given).
+        window_start: The window's start (default: ``window_end`` - ``window_days``).
         window_end: The window's end (default: just after the newest logged record).
         drift: Drift thresholds.
         realized: How forecasts are placed on their origin.
@@ -138,6 +139,7 @@ class MonitorConfig(BaseModel):
     output_dir: Path
     version: int | None = Field(default=None, ge=1)
     window_days: float = Field(default=28.0, gt=0, le=3660)
+    window_start: datetime | None = None
     window_end: datetime | None = None
     drift: DriftConfig = Field(default_factory=DriftConfig)
     realized: RealizedConfig = Field(default_factory=RealizedConfig)
@@ -155,8 +157,12 @@ class MonitorConfig(BaseModel):
                 pd.tseries.frequencies.to_offset(self.time_freq)
             except ValueError as err:
                 raise ValueError(f"time_freq {self.time_freq!r}: {err}") from None
-        if self.window_end is not None and self.window_end.tzinfo is None:
-            object.__setattr__(self, "window_end", self.window_end.replace(tzinfo=UTC))
+        for name in ("window_start", "window_end"):
+            value = getattr(self, name)
+            if value is not None and value.tzinfo is None:  # naive times are UTC
+                object.__setattr__(self, name, value.replace(tzinfo=UTC))
+        if self.window_start and self.window_end and self.window_start >= self.window_end:
+            raise ValueError(f"window_start {self.window_start} is not before {self.window_end}")
         return self
 
     @property
@@ -352,7 +358,21 @@ def _window(predictions: pd.DataFrame, config: MonitorConfig) -> tuple[pd.Timest
         end = predictions["timestamp"].max() + pd.Timedelta(seconds=1)
     else:
         end = pd.Timestamp(datetime.now(UTC))
+    if config.window_start is not None:
+        return pd.Timestamp(config.window_start), end
     return end - pd.Timedelta(timedelta(days=config.window_days)), end
+
+
+def _bucket_freq(times: pd.Series, finest: str, min_rows: int) -> str:
+    """The finest of ``finest``, quarters and years whose typical bucket has ``min_rows`` rows
+    (a PSI from fewer rows is not computed), for the drift-over-time plot."""
+    for freq in (finest, "QS", "YS"):
+        if times.empty:
+            return freq
+        sizes = times.to_frame("t").groupby(pd.Grouper(key="t", freq=freq)).size()
+        if sizes[sizes > 0].median() >= min_rows:
+            return freq
+    return "YS"
 
 
 def _version_dir(config: MonitorConfig, version: int) -> Path:
@@ -393,7 +413,7 @@ def monitor(config: MonitorConfig) -> MonitorResult:
     Raises:
         MonitorError: No logs, an unknown version, missing references or unreadable actuals.
     """
-    from perucast.drift import drift_over_time, feature_drift
+    from perucast.drift import drift_over_time, exempt_columns, feature_drift
     from perucast.export import load_monitoring_references
     from perucast.io import atomic_directory
     from perucast.prediction_logs import read_predictions
@@ -442,6 +462,8 @@ def monitor(config: MonitorConfig) -> MonitorResult:
         frame,
         reference_sample=refs.reference_sample,
         config=config.drift,
+        exempt=use_case.calendar_inputs,
+        period_inputs=use_case.period_inputs,
     )
     realized = None
     time_column = "timestamp"
@@ -452,13 +474,18 @@ def monitor(config: MonitorConfig) -> MonitorResult:
         frame = frame.assign(origin=_attach_origins(frame, realized))
         if frame["origin"].notna().any():
             time_column = "origin"  # replays and back-fills: request time says nothing
-    freq = config.time_freq or (spec_period if time_column == "origin" else "D")
+    timed = frame.dropna(subset=[time_column])
+    freq = config.time_freq or _bucket_freq(
+        timed[time_column], spec_period if time_column == "origin" else "D", config.drift.min_rows
+    )
     over_time = drift_over_time(
         refs.training_statistics,
-        frame.dropna(subset=[time_column]),
+        timed,
         freq=freq,
         time_column=time_column,
         config=config.drift,
+        # a period input has one value per bucket: no distribution to compare over time
+        exempt=(*use_case.calendar_inputs, *use_case.period_inputs),
     )
     evaluation = refs.evaluation if refs.evaluation.get("available", True) else None
     realized_all = realized.segment() if realized is not None else None
@@ -491,6 +518,7 @@ def monitor(config: MonitorConfig) -> MonitorResult:
                 None if refs.reference_sample is None else len(refs.reference_sample)
             ),
             "time_axis": time_column,
+            "calendar_inputs": exempt_columns(list(frame.columns), use_case.calendar_inputs),
             "features": [_drift_dict(d) for d in drifts],
         },
         "realized": realized.to_dict() if realized is not None else None,
@@ -533,6 +561,8 @@ def _drift_dict(d: FeatureDrift) -> dict[str, Any]:
         "statistic": _num(d.statistic),
         "p_value": _num(d.p_value),
         "n_current": d.n_current,
+        "unit": d.unit,
+        "n_periods": d.n_periods,
         "n_reference": d.n_reference,
         "reference_mean": _num(d.reference_mean),
         "current_mean": _num(d.current_mean),

@@ -34,6 +34,7 @@ exact either way.
 
 from __future__ import annotations
 
+import dataclasses
 import fnmatch
 import itertools
 import json
@@ -119,6 +120,7 @@ class FeatureDrift:
     current_mean: float | None = None
     n_reference_sample: int | None = None
     unit: str = "instance"
+    n_periods: int | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -188,6 +190,7 @@ class _Reference:
     mean: float | None = None
     edges: np.ndarray | None = None  # numeric: bin i is (edges[i-1], edges[i]]
     index: dict[str, int] | None = None  # categorical: key -> bin
+    estimated: bool = False  # numeric with ties: the expected shares are estimates
 
     @classmethod
     def numeric(cls, feature: str, entry: Mapping[str, Any]) -> _Reference:
@@ -198,10 +201,12 @@ class _Reference:
         )
         edges: list[float] = []
         cdf: list[float] = []
+        estimated = False
         for level, value in points:
             value = max(value, edges[-1]) if edges else value  # quantiles never decrease
             if edges and value == edges[-1]:
                 cdf[-1] = level  # a repeated quantile: the mass up to it reaches this level
+                estimated = True
             else:
                 edges.append(value)
                 cdf.append(level)
@@ -222,7 +227,8 @@ class _Reference:
             expected,
             int(entry.get("count") or 0),
             mean=entry.get("mean"),
-            edges=np.asarray(edges, dtype=np.float64),
+            edges=_float32(np.asarray(edges, dtype=np.float64)),
+            estimated=estimated,
         )
 
     @classmethod
@@ -243,12 +249,17 @@ class _Reference:
         )
 
     def clean(self, values: pd.Series) -> np.ndarray:
-        """Served values without missing ones: float64, or category keys."""
+        """Values without missing ones: float64 at float32 precision, or category keys.
+
+        Served inputs are float32 (the signature's dtype) and the training data float64: both
+        are compared at float32 precision, or a value with ties (a flag, a closed season's 0
+        catch) would differ in its last bits and every test would reject.
+        """
         if self.kind == "numeric":
             numbers = pd.to_numeric(values, errors="coerce").to_numpy(
                 dtype=np.float64, na_value=np.nan
             )
-            return numbers[~np.isnan(numbers)]
+            return _float32(numbers[~np.isnan(numbers)])
         return _category_keys(values.dropna())
 
     def counts(self, values: np.ndarray) -> np.ndarray:
@@ -264,6 +275,11 @@ class _Reference:
         for key, count in zip(keys, n, strict=True):
             counts[self.index.get(str(key), unseen)] += count
         return counts
+
+
+def _float32(values: np.ndarray) -> np.ndarray:
+    """float64 values rounded to float32 precision (what the served request carried)."""
+    return values.astype(np.float32).astype(np.float64)
 
 
 def _category_keys(values: pd.Series) -> np.ndarray:
@@ -411,21 +427,48 @@ def feature_drift(
     results = []
     for ref in _references(stats, list(current.columns), exempt):
         values = ref.clean(current[ref.feature])
+        has_sample = sample is not None and ref.feature in sample.columns
+        if ref.estimated and has_sample:
+            # Ties make the quantile shares estimates; the sample's shares are measured.
+            reference = ref.clean(sample[ref.feature])
+            if len(reference):
+                ref = dataclasses.replace(ref, expected=ref.counts(reference) / len(reference))
         if ref.feature not in per_period:
             results.append(_feature(ref, values, sample, config))
             continue
-        # 325 series repeat each week's Niño value: the evidence is the periods, not the rows.
-        distinct = np.unique(values)
-        period_sample = None
-        if sample is not None and ref.feature in sample.columns:
-            unique = np.unique(ref.clean(sample[ref.feature]))
-            period_sample = pd.DataFrame({ref.feature: unique})
-        result = _feature(
-            ref, distinct, period_sample, config.model_copy(update={"min_rows": config.min_periods})
-        )
-        result.unit = "period"
-        results.append(result)
+        results.append(_period_feature(ref, values, sample if has_sample else None, config))
     return results
+
+
+def _period_feature(
+    ref: _Reference, values: np.ndarray, sample: pd.DataFrame | None, config: DriftConfig
+) -> FeatureDrift:
+    """A period input: PSI over its rows' shares; the test over its distinct values.
+
+    325 series repeat each week's Niño value: the evidence is the weeks, not the rows, so the
+    test compares the window's distinct values (one per period) with the reference sample's
+    (or, without a sample, their counts in the bins), and needs ``min_periods`` of them.
+    """
+    never = config.model_copy(update={"min_rows": np.iinfo(np.int64).max})
+    result = _feature(ref, values, None, never)  # the shares and PSI, untested
+    distinct = np.unique(values)
+    result.unit, result.n_periods = "period", len(distinct)
+    if len(distinct) < config.min_periods:
+        return result
+    if sample is not None:
+        from scipy.stats import ks_2samp
+
+        reference = np.unique(ref.clean(sample[ref.feature]))
+        test = ks_2samp(reference, distinct)
+        result.test, result.n_reference_sample = "ks_2samp", len(reference)
+        result.statistic, result.p_value = float(test.statistic), float(test.pvalue)
+    else:
+        result.test = "chisquare"
+        result.statistic, result.p_value = chisquare_test(ref.counts(distinct), ref.expected)
+    assert result.psi is not None
+    result.drifted = result.psi >= config.psi_threshold and result.p_value < config.p_value
+    result.status = "drifted" if result.drifted else "ok"
+    return result
 
 
 def drift_frame(drifts: Sequence[FeatureDrift]) -> pd.DataFrame:

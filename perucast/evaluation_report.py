@@ -251,7 +251,15 @@ figure img { max-width: 100%; border: 1px solid #ddd; }
 figcaption { color: #555; font-size: 0.9em; }
 """
 _NUMERIC = re.compile(r"^[-+]?[\d,]*\.?\d+(e[-+]?\d+)?%?$|^–$")
-_STATUS_CLASS = {"PASS": "pass", "FAIL": "fail", "N/A": "na"}
+# Whole cells that get a colour: goal results, and the monitor's drift status and checks.
+_STATUS_CLASS = {
+    "PASS": "pass",
+    "FAIL": "fail",
+    "N/A": "na",
+    "OK": "pass",
+    "DRIFTED": "fail",
+    "FIRED": "fail",
+}
 
 
 def _esc(text: str) -> str:
@@ -294,6 +302,11 @@ def _html(blocks: list[Block], title: str, images: Mapping[str, bytes]) -> str:
         + "\n".join(body)
         + "\n</body>\n</html>\n"
     )
+
+
+def markdown_page(blocks: list[Block]) -> str:
+    """A Markdown page from the blocks `html_page` takes (images link ``plots/<key>``)."""
+    return _markdown(blocks)
 
 
 def html_page(blocks: list[Block], title: str, images: Mapping[str, bytes]) -> str:

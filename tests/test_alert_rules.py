@@ -9,8 +9,9 @@ unit tests in ``tests/alert_rules/`` on the monitoring group: synthetic series i
 ``prometheus`` package (2.42): ``make install`` unpacks only that binary into
 ``.venv-tools/prometheus/bin`` (nothing is installed system-wide, no server starts).
 
-The names of the monitor's metrics are the ones agreed with the monitor step; a rule that
-misspelt one would never fire, so every ``perucast_*`` name the rules use is checked against them.
+The monitor's metric names come from the monitor step (``components.monitor.MONITOR_METRICS``);
+a rule that misspelt one would never fire, so every ``perucast_*`` name the rules use is checked
+against them.
 """
 
 from __future__ import annotations
@@ -25,32 +26,18 @@ import pytest
 import yaml
 from test_manifests import MANIFESTS, REPO, _kustomize
 
+from components.monitor import METRIC_PREFIX
+from components.monitor import MONITOR_METRICS as MONITOR_GAUGES
+
 PROMTOOL = REPO / ".venv-tools" / "prometheus" / "bin" / "promtool"
 UNIT_TESTS = Path(__file__).resolve().parent / "alert_rules"
 DEPLOY_DOC = REPO / "docs" / "deploy.md"
 RUNBOOK_BASE = "https://github.com/perucast/perucast/blob/main/docs/deploy.md#"
 SEVERITIES = {"critical", "warning", "info"}
 
-# The monitor step's gauges (pushed with job="perucast-monitor", grouping key model) and the
-# model server's counter, as agreed for issue #8.
-MONITOR_METRICS = {
-    "perucast_monitor_feature_psi",
-    "perucast_monitor_feature_pvalue",
-    "perucast_monitor_feature_drifted",
-    "perucast_monitor_drifted_features",
-    "perucast_monitor_predictions",
-    "perucast_monitor_realized_mase",
-    "perucast_monitor_realized_quantile_loss",
-    "perucast_monitor_realized_coverage",
-    "perucast_monitor_evaluation_mase",
-    "perucast_monitor_evaluation_quantile_loss",
-    "perucast_monitor_evaluation_coverage",
-    "perucast_monitor_accuracy_margin",
-    "perucast_monitor_coverage_margin",
-    "perucast_monitor_actuals",
-    "perucast_monitor_retrain_recommended",
-    "perucast_monitor_last_run_timestamp_seconds",
-}
+# The monitor step's gauges (pushed with job="perucast-monitor", grouping key model), from the
+# code that writes them, and the model server's counter.
+MONITOR_METRICS = {METRIC_PREFIX + name for name in MONITOR_GAUGES}
 SERVING_METRICS = {"perucast_serving_prediction_log_dropped_total"}
 MONITORING_ALERTS = {
     "PerucastFeatureDrift",

@@ -304,12 +304,15 @@ def test_calendar_inputs_are_not_tested_and_period_inputs_are_tested_per_period(
     drifts = {d.feature: d for d in feature_drift(stats, ordinary, **kwargs)}
     assert "week_sin" not in drifts  # calendar: exempt
     nino = drifts["nino"]
-    assert nino.unit == "period" and nino.n_current == 4 and nino.test == "ks_2samp"
+    assert nino.unit == "period" and nino.n_periods == 4 and nino.n_current == 1300
+    assert nino.test == "ks_2samp"
     # The 4 weeks' values against the sample's distinct values: all four lie near the middle
     # of N(10, 2), which 4 observations cannot tell from the training distribution.
     from scipy.stats import ks_2samp
 
-    expected = ks_2samp(np.unique(sample["nino"]), [9.8, 10.1, 10.4, 10.6])
+    four = np.array([9.8, 10.1, 10.4, 10.6], dtype=np.float32).astype(np.float64)
+    reference = np.unique(sample["nino"].to_numpy().astype(np.float32).astype(np.float64))
+    expected = ks_2samp(reference, four)
     assert nino.statistic == pytest.approx(expected.statistic)
     assert nino.p_value == pytest.approx(expected.pvalue) and nino.p_value > 0.01
     assert not nino.drifted
@@ -323,7 +326,24 @@ def test_calendar_inputs_are_not_tested_and_period_inputs_are_tested_per_period(
     # Fewer distinct values than min_periods: reported, not tested.
     two = pd.DataFrame({"nino": np.repeat([16.0, 16.5], 325)})
     (short,) = feature_drift(stats, two, **kwargs)
-    assert short.status == "insufficient data" and short.n_current == 2 and not short.drifted
+    assert short.status == "insufficient data" and short.n_periods == 2 and not short.drifted
+
+
+def test_values_compare_at_float32_precision_and_ties_take_the_samples_shares(realistic):
+    """Served inputs are float32; a flag's 0/1 ties make its quantile shares estimates."""
+    stats, _, _ = realistic
+    rng = np.random.default_rng(11)
+    train = np.round(rng.uniform(0, 1, 10_000) * 10) / 10 * 0.1  # 11 values 0.00..0.10: ties
+    stats = {**stats, "numeric": {"share": _numeric_entry(train)}}
+    sample = pd.DataFrame({"share": rng.choice(train, 2000, replace=False)})
+    served = pd.DataFrame({"share": rng.choice(train, 1000).astype(np.float32)})  # unchanged
+    (share,) = feature_drift(stats, served, reference_sample=sample)
+    # Without float32 rounding 0.07 (float64) != 0.07 (float32) and KS rejects everything.
+    assert share.p_value > 0.01 and not share.drifted
+    assert share.psi < 0.05  # shares from the sample: no estimation error from the ties
+    # The first bin is "<= 0": its expected share is the sample's share of zeros, measured.
+    zeros = float((sample["share"] == 0).mean())
+    assert share.bins[0] == "<= 0" and share.reference_shares[0] == pytest.approx(zeros)
 
 
 def test_config_is_strict() -> None:
