@@ -8,8 +8,14 @@
    ``stable``).
 3. Calls gRPC Predict through the ``stable`` label for a few series of each use case and prints
    the forecasts and the planner's advice (order quantities; catch quota and risk).
-4. Writes ``report.html`` (step times, data plots, evaluation plots, forecast fans, advice) and
-   ``demo.json`` (wall time and each step's seconds), then stops the server.
+4. Monitoring act (crop_demand): turns prediction logging on (the model's ``logging_config``),
+   replays 4 weeks of forecast requests, then the 4 following weeks with a coastal El Niño
+   (the Niño 1+2 inputs 3 °C warmer), and runs the monitor on each window: drift against the
+   version's training statistics, and realized accuracy against the actual values as they
+   stood at each time (pending until they arrive).
+5. Writes ``report.html`` (step times, data plots, evaluation plots, forecast fans, advice, the
+   monitoring reports) and ``demo.json`` (wall time and each step's seconds), then stops the
+   server.
 """
 
 from __future__ import annotations
@@ -337,6 +343,88 @@ def _table_block(frame: pd.DataFrame, limit: int = 20) -> tuple[str, tuple[list[
     return ("table", ([str(c) for c in frame.columns], rows))
 
 
+MONITORED = "crop_demand"
+REPLAY_WEEKS = 4  # before the shift; as many again with it
+EL_NINO_DELTA_C = 3.0
+
+
+def monitoring_act(name: str, out: Path, server, serving_config: Path, run_dir: Path) -> dict:
+    """Prediction logs, an El Niño replay, and the monitor's drift and accuracy reports."""
+    from components.monitor import MonitorConfig, monitor, summary_text
+    from models import get_use_case
+    from perucast.datasets import read_features
+    from perucast.replay import (
+        actuals_as_of,
+        enable_prediction_logging,
+        replay_weeks,
+        wait_for_prediction_logging,
+    )
+
+    console.rule(f"[bold]{name}[/bold]: monitoring (prediction logs, drift, realized accuracy)")
+    work = out / "monitoring"
+    prefix = work / "prediction_logs" / name
+    enable_prediction_logging(serving_config, name, prefix, sampling_rate=1.0)
+    wait_for_prediction_logging(server.log_path, name, prefix)
+    console.print(f"prediction logging on: {prefix}-*.tfrecord (sampling rate 1.0)")
+    features_dir = run_dir / "preprocess" / "features"
+    validated = run_dir / "validate" / "validated"
+    split = json.loads((features_dir / "split.json").read_text())
+    spec = get_use_case(name).feature_spec(int(split["horizon"]))
+    test = read_features(features_dir, spec, splits=["test"])
+    origins = sorted(pd.to_datetime(test[spec.time_column]).unique())[-2 * REPLAY_WEEKS :]
+    before, during = origins[:REPLAY_WEEKS], origins[REPLAY_WEEKS:]
+    started = pd.Timestamp.now(tz="UTC").floor("s")
+    first = replay_weeks(server.target, name, test, before)
+    time.sleep(1.1)  # log timestamps are whole seconds: keep the two windows apart
+    shift_at = pd.Timestamp.now(tz="UTC").floor("s")
+    second = replay_weeks(
+        server.target, name, test, during, shift_from=during[0], delta_c=EL_NINO_DELTA_C
+    )
+    console.print(
+        f"replayed {len(before)} weeks ({first.instances} forecasts) and then {len(during)} "
+        f"El Niño weeks (Niño 1+2 +{EL_NINO_DELTA_C:g} °C, {second.instances} forecasts) "
+        f"through the stable label (version {second.version})"
+    )
+    time.sleep(1.5)  # the log writer flushes when its queue runs empty
+    week = pd.Timedelta(weeks=1)
+    reports = {}
+    for label, window, window_end, actuals_at in (
+        ("before", started, shift_at, before[-1]),
+        ("el_nino", shift_at, None, during[-1] + 8 * week),
+    ):
+        actuals = actuals_as_of(validated, name, actuals_at, work / f"actuals_{label}")
+        result = monitor(
+            MonitorConfig(
+                use_case=name,
+                model_repository=out / "model_repository",
+                prediction_logs=prefix,
+                actuals_dir=actuals,
+                output_dir=work / f"report_{label}",
+                window_start=window,
+                window_end=window_end,
+            )
+        )
+        console.print(
+            f"[bold]{'before El Niño' if label == 'before' else 'El Niño weeks'}[/bold] "
+            f"(actual values known up to {pd.Timestamp(actuals_at).date()}):"
+        )
+        console.print(summary_text(result.report))
+        reports[label] = result.report | {"dir": str(result.output_dir)}
+    new = sorted(set(_drifted(reports["el_nino"])) - set(_drifted(reports["before"])))
+    console.print(
+        "[bold]flagged in the El Niño weeks and not before:[/bold] "
+        + (", ".join(new) or "nothing")
+        + "\n(flagged in both windows: inputs that moved since the training years or follow the "
+        "season, e.g. prices, the exchange rate, rain; see the reports)"
+    )
+    reports["newly_drifted"] = new
+    return reports
+
+
+def _drifted(report: dict) -> list[str]:
+    return [f["feature"] for f in report["drift"]["features"] if f["drifted"]]
+
+
 def write_report(out: Path, sections: dict[str, dict], wall_seconds: float) -> Path:
     """One self-contained HTML page: step times, data and evaluation plots, forecasts, advice."""
     from perucast.evaluation_report import html_page
@@ -377,6 +465,43 @@ def write_report(out: Path, sections: dict[str, dict], wall_seconds: float) -> P
             ("h3", "Advice"),
             _table_block(serving["advice"]),
         ]
+    monitoring = sections.get(MONITORED, {}).get("monitoring")
+    if monitoring:
+        blocks += [
+            ("h2", f"Monitoring {MONITORED}: an El Niño replay"),
+            (
+                "p",
+                "Flagged in the El Niño weeks and not in the 4 weeks before: "
+                + (", ".join(monitoring["newly_drifted"]) or "nothing")
+                + ". Inputs flagged in both windows moved since the training years or follow "
+                "the season (prices, the exchange rate, rain).",
+            ),
+        ]
+        for label, title in (("before", "Before El Niño"), ("el_nino", "El Niño weeks")):
+            report = monitoring[label]
+            drifted = [f for f in report["drift"]["features"] if f["drifted"]]
+            realized = (report.get("realized") or {}).get("segments", {}).get("all", {})
+            blocks += [
+                ("h3", title),
+                (
+                    "ul",
+                    [
+                        f"{report['predictions']['rows']} logged forecasts of version "
+                        f"{report['version']}",
+                        f"{len(drifted)} features drifted: "
+                        + (", ".join(f["feature"] for f in drifted) or "none"),
+                        f"realized MASE {realized.get('mase')}, coverage "
+                        f"{realized.get('coverage_80')}; actuals "
+                        f"{(report.get('realized') or {}).get('states')}",
+                        "retrain: " + ("; ".join(report["decision"]["reasons"]) or "not needed"),
+                        f"full report: {report['dir']}/report.html",
+                    ],
+                ),
+            ]
+            for png in sorted((Path(report["dir"]) / "plots").glob("*.png"))[:4]:
+                key = f"monitoring/{label}/{png.name}"
+                images[key] = png.read_bytes()
+                blocks.append(("img", (key, f"{title}: {png.stem.replace('_', ' ')}")))
     path = out / "report.html"
     path.write_text(html_page(blocks, "perucast demo", images), encoding="utf-8")
     return path
@@ -432,6 +557,9 @@ def run(out: Path, seed: int = 42, scale: Scale = Scale.SMALL, workers: int = 2)
                 run_dir / "validate" / "validated",
                 plot_dir,
             )
+        sections[MONITORED]["monitoring"] = monitoring_act(
+            MONITORED, out, server, serving_config, _run_dir(out / "pipeline_runs", MONITORED)
+        )
     wall = time.perf_counter() - started
     report = write_report(out, sections, wall)
     timings = {
