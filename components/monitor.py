@@ -169,6 +169,13 @@ class MonitorConfig(BaseModel):
     def served_name(self) -> str:
         return self.model_name or self.use_case
 
+    @classmethod
+    def from_settings(cls, **settings: Any) -> MonitorConfig:
+        """A config from flat settings (CLI options, KFP parameters): ``psi_threshold`` and
+        ``p_value`` go to ``drift``, the rest are fields."""
+        drift = {k: settings.pop(k) for k in ("psi_threshold", "p_value") if k in settings}
+        return cls(drift=drift, **settings)
+
 
 @dataclass
 class Check:
@@ -612,28 +619,36 @@ def cli(
     pushgateway: Annotated[str, typer.Option(help="Pushgateway host:port ('' = none).")] = "",
 ) -> None:
     """Drift and realized accuracy of a served model from its prediction logs."""
-    from perucast.exitcodes import ExitCode
     from perucast.logs import setup_logging
 
     setup_logging()
+    run_cli(
+        use_case=use_case,
+        model_repository=model_repository,
+        model_name=model_name,
+        prediction_logs=prediction_logs,
+        actuals_dir=actuals_dir,
+        output_dir=output_dir,
+        version=version,
+        window_days=window_days,
+        window_end=window_end,
+        psi_threshold=psi_threshold,
+        p_value=p_value,
+        accuracy_margin=accuracy_margin,
+        coverage_margin=coverage_margin,
+        min_matched_actuals=min_matched_actuals,
+        min_drifted_features=min_drifted_features,
+        pushgateway=pushgateway,
+    )
+
+
+def run_cli(**settings: Any) -> MonitorResult:
+    """The command lines' monitor run: exit 2 for bad settings, 3 for missing inputs, else the
+    summary printed."""
+    from perucast.exitcodes import ExitCode
+
     try:
-        config = MonitorConfig(
-            use_case=use_case,
-            model_repository=model_repository,
-            model_name=model_name,
-            prediction_logs=prediction_logs,
-            actuals_dir=actuals_dir,
-            output_dir=output_dir,
-            version=version,
-            window_days=window_days,
-            window_end=window_end,
-            drift=DriftConfig(psi_threshold=psi_threshold, p_value=p_value),
-            accuracy_margin=accuracy_margin,
-            coverage_margin=coverage_margin,
-            min_matched_actuals=min_matched_actuals,
-            min_drifted_features=min_drifted_features,
-            pushgateway=pushgateway,
-        )
+        config = MonitorConfig.from_settings(**settings)
     except ValueError as err:
         raise typer.BadParameter(str(err)) from None
     try:
@@ -642,6 +657,7 @@ def cli(
         typer.echo(f"error: {err}", err=True)
         raise typer.Exit(ExitCode.INPUT_NOT_FOUND) from None
     typer.echo(summary_text(result.report))
+    return result
 
 
 def summary_text(report: Mapping[str, Any]) -> str:

@@ -449,16 +449,13 @@ def monitor_step(
     from components.monitor import HTML_FILE, MonitorConfig, monitor
 
     started = time.perf_counter()
-    values = dict(settings or {})
-    drift = {k: values.pop(k) for k in ("psi_threshold", "p_value") if k in values}
-    config = MonitorConfig(
+    config = MonitorConfig.from_settings(
         use_case=use_case,
         model_repository=Path(model_repository),
         prediction_logs=Path(prediction_logs),
         actuals_dir=Path(actuals_dir) if actuals_dir else None,
         output_dir=Path(report_dir),
-        drift=drift,
-        **values,
+        **(settings or {}),
     )
     result = monitor(config)
     Path(report_html).parent.mkdir(parents=True, exist_ok=True)

@@ -377,16 +377,30 @@ def _feature(
     )
     if n < config.min_rows:
         return result
+    reference = None
     if ref.kind == "numeric" and sample is not None and ref.feature in sample.columns:
+        reference = ref.clean(sample[ref.feature])
+    return _test(result, ref, values, reference, config)
+
+
+def _test(
+    result: FeatureDrift,
+    ref: _Reference,
+    values: np.ndarray,
+    reference: np.ndarray | None,
+    config: DriftConfig,
+) -> FeatureDrift:
+    """Runs KS against ``reference`` values (or chi-square on the bins) and flags the feature
+    when its PSI and the test agree."""
+    if reference is not None:
         from scipy.stats import ks_2samp
 
-        reference = ref.clean(sample[ref.feature])
         test = ks_2samp(reference, values)
         result.test, result.n_reference_sample = "ks_2samp", len(reference)
         result.statistic, result.p_value = float(test.statistic), float(test.pvalue)
     else:
         result.test = "chisquare"
-        result.statistic, result.p_value = chisquare_test(counts, ref.expected)
+        result.statistic, result.p_value = chisquare_test(ref.counts(values), ref.expected)
     assert result.psi is not None
     result.drifted = result.psi >= config.psi_threshold and result.p_value < config.p_value
     result.status = "drifted" if result.drifted else "ok"
@@ -455,20 +469,8 @@ def _period_feature(
     result.unit, result.n_periods = "period", len(distinct)
     if len(distinct) < config.min_periods:
         return result
-    if sample is not None:
-        from scipy.stats import ks_2samp
-
-        reference = np.unique(ref.clean(sample[ref.feature]))
-        test = ks_2samp(reference, distinct)
-        result.test, result.n_reference_sample = "ks_2samp", len(reference)
-        result.statistic, result.p_value = float(test.statistic), float(test.pvalue)
-    else:
-        result.test = "chisquare"
-        result.statistic, result.p_value = chisquare_test(ref.counts(distinct), ref.expected)
-    assert result.psi is not None
-    result.drifted = result.psi >= config.psi_threshold and result.p_value < config.p_value
-    result.status = "drifted" if result.drifted else "ok"
-    return result
+    reference = None if sample is None else np.unique(ref.clean(sample[ref.feature]))
+    return _test(result, ref, distinct, reference, config)
 
 
 def drift_frame(drifts: Sequence[FeatureDrift]) -> pd.DataFrame:

@@ -379,36 +379,27 @@ def monitor(
 ) -> None:
     """Drift and realized accuracy of a served model from its prediction logs; with --retrain,
     the monitoring pipeline (kfp.local), which retrains when the evidence says so."""
-    from components.monitor import MonitorConfig, MonitorError, summary_text
-    from components.monitor import monitor as run_monitor
+    from components.monitor import run_cli
     from perucast.logs import setup_logging
 
     setup_logging()
     if not retrain:
-        try:
-            config = MonitorConfig(
-                use_case=use_case,
-                model_repository=model_repository,
-                prediction_logs=prediction_logs,
-                actuals_dir=actuals,
-                output_dir=output,
-                window_days=window_days,
-                drift={"psi_threshold": psi_threshold, "p_value": p_value},
-                accuracy_margin=accuracy_margin,
-                coverage_margin=coverage_margin,
-                min_matched_actuals=min_matched_actuals,
-                min_drifted_features=min_drifted_features,
-                pushgateway=pushgateway,
-            )
-        except ValidationError as err:
-            raise typer.BadParameter(str(err)) from None
-        try:
-            result = run_monitor(config)
-        except MonitorError as err:
-            typer.echo(f"error: {err}", err=True)
-            raise typer.Exit(ExitCode.INPUT_NOT_FOUND) from None
-        typer.echo(summary_text(result.report))
-        typer.echo(f"report: {output / 'report.html'}")
+        result = run_cli(
+            use_case=use_case,
+            model_repository=model_repository,
+            prediction_logs=prediction_logs,
+            actuals_dir=actuals,
+            output_dir=output,
+            window_days=window_days,
+            psi_threshold=psi_threshold,
+            p_value=p_value,
+            accuracy_margin=accuracy_margin,
+            coverage_margin=coverage_margin,
+            min_matched_actuals=min_matched_actuals,
+            min_drifted_features=min_drifted_features,
+            pushgateway=pushgateway,
+        )
+        typer.echo(f"report: {result.output_dir / 'report.html'}")
         return
     _monitor_and_retrain(
         use_case=use_case,

@@ -226,18 +226,13 @@ class MonitoringConfig(BaseModel):
 
         self.training.check_steps()
         where = Path("/placeholder")
-        MonitorConfig(
+        settings = self.model_dump(exclude={"training", "prediction_logs", "retrain"})
+        MonitorConfig.from_settings(
             use_case=self.training.use_case,
             model_repository=where,
             prediction_logs=Path(self.resolved_prediction_logs),
             output_dir=where,
-            window_days=self.window_days,
-            drift={"psi_threshold": self.psi_threshold, "p_value": self.p_value},
-            accuracy_margin=self.accuracy_margin,
-            coverage_margin=self.coverage_margin,
-            min_matched_actuals=self.min_matched_actuals,
-            min_drifted_features=self.min_drifted_features,
-            pushgateway=self.pushgateway,
+            **settings,
         )
 
     def arguments(self) -> dict[str, Any]:
@@ -245,14 +240,6 @@ class MonitoringConfig(BaseModel):
         self.check_steps()
         return {
             "prediction_logs": self.resolved_prediction_logs,
-            "window_days": self.window_days,
-            "psi_threshold": self.psi_threshold,
-            "p_value": self.p_value,
-            "accuracy_margin": self.accuracy_margin,
-            "coverage_margin": self.coverage_margin,
-            "min_matched_actuals": self.min_matched_actuals,
-            "min_drifted_features": self.min_drifted_features,
-            "pushgateway": self.pushgateway,
-            "retrain": self.retrain,
+            **self.model_dump(exclude={"training", "prediction_logs"}),
             **self.training.arguments(),
         }

@@ -68,6 +68,35 @@ def _settle(
     return task
 
 
+def ingest_task(
+    use_case: str,
+    display_name: str,
+    source_kind: Any,
+    data_seed: Any,
+    data_scale: Any,
+    source_path: Any,
+    dvc_repo: Any,
+    dvc_rev: Any,
+    dvc_path: Any,
+) -> dsl.PipelineTask:
+    """The ingest task from the pipeline's source parameters, with the DVC remote's Secret."""
+    raw = c.ingest(
+        use_case=use_case,
+        source_kind=source_kind,
+        seed=data_seed,
+        scale=data_scale,
+        path=source_path,
+        dvc_repo=dvc_repo,
+        dvc_rev=dvc_rev,
+        dvc_path=dvc_path,
+    )
+    _settle(raw, display_name, "1", "2Gi")
+    kubernetes.use_secret_as_env(
+        raw, secret_name=DVC_SECRET, secret_key_to_env=DVC_SECRET_KEYS, optional=True
+    )
+    return raw
+
+
 def build_pipeline(use_case: str, gpu: bool = False):
     """The pipeline of ``use_case``; ``gpu`` runs the train task on a GPU node.
 
@@ -108,20 +137,10 @@ def build_pipeline(use_case: str, gpu: bool = False):
         outcome = c.record_outcome(use_case=use_case, runs_log=runs_log)
         _settle(outcome, "record outcome", "500m", "1Gi", models=True)
         with dsl.ExitHandler(outcome, name="training-run"):
-            raw = c.ingest(
-                use_case=use_case,
-                source_kind=source_kind,
-                seed=data_seed,
-                scale=data_scale,
-                path=source_path,
-                dvc_repo=dvc_repo,
-                dvc_rev=dvc_rev,
-                dvc_path=dvc_path,
-            )
-            _settle(raw, "ingest", "1", "2Gi")
-            kubernetes.use_secret_as_env(
-                raw, secret_name=DVC_SECRET, secret_key_to_env=DVC_SECRET_KEYS, optional=True
-            )
+            raw = ingest_task(
+                use_case, "ingest", source_kind, data_seed, data_scale, source_path, dvc_repo,
+                dvc_rev, dvc_path,
+            )  # fmt: skip
 
             checked = c.validate(use_case=use_case, raw=raw.outputs["raw"])
             _settle(checked, "validate", "1", "4Gi")

@@ -16,11 +16,11 @@ Compiled to ``pipelines/compiled/<use case>-monitoring.yaml``.
 
 from typing import Any
 
-from kfp import dsl, kubernetes
+from kfp import dsl
 
 from components import kfp_components as c
 from pipelines.config import MonitoringConfig, PipelineConfig
-from pipelines.forecast import DVC_SECRET, DVC_SECRET_KEYS, _settle, build_pipeline
+from pipelines.forecast import _settle, build_pipeline, ingest_task
 
 
 def monitoring_pipeline_name(use_case: str) -> str:
@@ -33,6 +33,7 @@ def build_monitoring_pipeline(use_case: str):
         training=PipelineConfig(use_case=use_case)
     ).arguments()
     training_pipeline = build_pipeline(use_case)
+    training = list(PipelineConfig(use_case=use_case).arguments())
 
     @dsl.pipeline(
         name=monitoring_pipeline_name(use_case),
@@ -75,20 +76,11 @@ def build_monitoring_pipeline(use_case: str):
         configmap: str = defaults["configmap"],
         runs_log: str = defaults["runs_log"],
     ):
-        actuals = c.ingest(
-            use_case=use_case,
-            source_kind=source_kind,
-            seed=data_seed,
-            scale=data_scale,
-            path=source_path,
-            dvc_repo=dvc_repo,
-            dvc_rev=dvc_rev,
-            dvc_path=dvc_path,
-        )
-        _settle(actuals, "ingest (actuals)", "1", "2Gi")
-        kubernetes.use_secret_as_env(
-            actuals, secret_name=DVC_SECRET, secret_key_to_env=DVC_SECRET_KEYS, optional=True
-        )
+        parameters = dict(locals())  # the pipeline's parameters, before any task is named
+        actuals = ingest_task(
+            use_case, "ingest (actuals)", source_kind, data_seed, data_scale, source_path,
+            dvc_repo, dvc_rev, dvc_path,
+        )  # fmt: skip
         watched = c.monitor(
             use_case=use_case,
             model_repository=model_repository,
@@ -108,32 +100,8 @@ def build_monitoring_pipeline(use_case: str):
             dsl.If(retrain == True, name="retrain-enabled"),  # noqa: E712
             dsl.If(watched.outputs["Output"] == 1, name="retrain-recommended"),
         ):
-            retraining = training_pipeline(
-                source_kind=source_kind,
-                data_seed=data_seed,
-                data_scale=data_scale,
-                source_path=source_path,
-                dvc_repo=dvc_repo,
-                dvc_rev=dvc_rev,
-                dvc_path=dvc_path,
-                executor=executor,
-                workers=workers,
-                gpus=gpus,
-                epochs=epochs,
-                batch_size=batch_size,
-                patience=patience,
-                seed=seed,
-                model_repository=model_repository,
-                min_improvement_vs_naive=min_improvement_vs_naive,
-                max_regression_vs_blessed=max_regression_vs_blessed,
-                baselines=baselines,
-                deploy_mode=deploy_mode,
-                serving_config=serving_config,
-                serving_target=serving_target,
-                namespace=namespace,
-                configmap=configmap,
-                runs_log=runs_log,
-            )
+            # the training run gets the same source and its own parameters, by name
+            retraining = training_pipeline(**{name: parameters[name] for name in training})
             retraining.set_display_name("retrain (training pipeline)")
 
     return monitoring

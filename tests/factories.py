@@ -191,3 +191,23 @@ def run_tool(cwd: Path, *cmd: str) -> subprocess.CompletedProcess[str]:
     proc = subprocess.run(cmd, cwd=cwd, env=tool_env(), capture_output=True, text=True, check=False)
     assert proc.returncode == 0, f"{' '.join(cmd)} failed:\n{proc.stdout}\n{proc.stderr}"
     return proc
+
+
+def predict_log_record(model: str, version: int, secs: int, inputs: dict, outputs: dict):
+    """A ``PredictionLog`` of one Predict, as the model server writes it: the model spec and
+    time in ``log_metadata`` and the request, and each input and output array as a tensor."""
+    import tensorflow as tf
+    from tensorflow_serving.apis import prediction_log_pb2
+
+    record = prediction_log_pb2.PredictionLog()
+    meta = record.log_metadata
+    meta.model_spec.name = model
+    meta.model_spec.version.value = version
+    meta.model_spec.signature_name = "serving_default"
+    meta.timestamp_secs = secs
+    record.predict_log.request.model_spec.CopyFrom(meta.model_spec)
+    for key, value in inputs.items():
+        record.predict_log.request.inputs[key].CopyFrom(tf.make_tensor_proto(value))
+    for key, value in outputs.items():
+        record.predict_log.response.outputs[key].CopyFrom(tf.make_tensor_proto(value))
+    return record

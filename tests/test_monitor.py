@@ -28,8 +28,8 @@ import pandas as pd
 import pytest
 import tensorflow as tf
 import typer
+from factories import predict_log_record
 from prometheus_client.parser import text_string_to_metric_families
-from tensorflow_serving.apis import prediction_log_pb2
 from typer.testing import CliRunner
 
 from components.monitor import (
@@ -128,28 +128,17 @@ def actuals(fish_tiny: Path, tmp_path_factory) -> Path:
 
 
 def _record(frame: pd.DataFrame, version: int, secs: int, p50_factor: float):
-    record = prediction_log_pb2.PredictionLog()
-    meta = record.log_metadata
-    meta.model_spec.name = MODEL
-    meta.model_spec.version.value = version
-    meta.model_spec.signature_name = "serving_default"
-    meta.timestamp_secs = secs
-    request = record.predict_log.request
-    request.model_spec.CopyFrom(meta.model_spec)
-    for column in SPEC.categorical:
-        values = np.array([str(v).encode() for v in frame[column]], dtype=object)
-        request.inputs[column].CopyFrom(tf.make_tensor_proto(values))
+    inputs = {
+        column: np.array([str(v).encode() for v in frame[column]], dtype=object)
+        for column in SPEC.categorical
+    }
     for column in SPEC.numeric:
-        values = frame[column].to_numpy(dtype=np.float32)  # the serving signature's dtype
-        request.inputs[column].CopyFrom(tf.make_tensor_proto(values))
+        inputs[column] = frame[column].to_numpy(dtype=np.float32)  # the signature's dtype
     actual = frame[SPEC.target_columns].to_numpy(dtype=np.float64)
     p50 = actual * p50_factor
     outputs = {"p10": p50 - SPREAD * actual, "p50": p50, "p90": p50 + SPREAD * actual}
-    for name, values in outputs.items():
-        record.predict_log.response.outputs[name].CopyFrom(
-            tf.make_tensor_proto(values.astype(np.float32))
-        )
-    return record
+    outputs = {name: values.astype(np.float32) for name, values in outputs.items()}
+    return predict_log_record(MODEL, version, secs, inputs, outputs)
 
 
 def write_logs(

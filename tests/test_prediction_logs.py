@@ -15,6 +15,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import tensorflow as tf
+from factories import predict_log_record
 from serving_harness import ServerProcess, model_config_text
 from serving_models import export_toy, toy_request_inputs
 from tensorflow_serving.apis import predict_pb2, prediction_log_pb2, prediction_service_pb2_grpc
@@ -25,20 +26,7 @@ T0 = 1_780_000_000  # 2026-05-28T20:26:40Z
 H = 4
 
 
-def _predict(
-    model: str, version: int, secs: int, inputs: dict, outputs: dict
-) -> prediction_log_pb2.PredictionLog:
-    record = prediction_log_pb2.PredictionLog()
-    meta = record.log_metadata
-    meta.model_spec.name = model
-    meta.model_spec.version.value = version
-    meta.model_spec.signature_name = "serving_default"
-    meta.timestamp_secs = secs
-    for key, value in inputs.items():
-        record.predict_log.request.inputs[key].CopyFrom(tf.make_tensor_proto(value))
-    for key, value in outputs.items():
-        record.predict_log.response.outputs[key].CopyFrom(tf.make_tensor_proto(value))
-    return record
+_predict = predict_log_record
 
 
 def _crop(secs: int, regions: list[str], version: int = 1) -> prediction_log_pb2.PredictionLog:
